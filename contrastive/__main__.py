@@ -1,0 +1,5 @@
+"""``python -m contrastive`` runs the command line."""
+
+from contrastive.cli import main
+
+raise SystemExit(main())

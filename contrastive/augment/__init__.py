@@ -1,0 +1,1 @@
+"""Batched augmentations that run on the tensor's device."""

@@ -1,0 +1,81 @@
+"""The ``contrastive`` command line: ``contrastive plugins`` and friends."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from contrastive._version import __version__
+
+
+def _plugins_table(infos: Sequence[object]) -> str:
+    """Render plugin records as a fixed-width text table."""
+    header = ("plugin", "version", "losses", "samplers", "augmentations", "status")
+    rows = [header]
+    for info in infos:
+        rows.append(
+            (
+                info.name,  # type: ignore[attr-defined]
+                info.version or "-",  # type: ignore[attr-defined]
+                ", ".join(info.losses) or "-",  # type: ignore[attr-defined]
+                ", ".join(info.samplers) or "-",  # type: ignore[attr-defined]
+                ", ".join(info.augmentations) or "-",  # type: ignore[attr-defined]
+                "ok" if info.ok else f"failed: {info.error}",  # type: ignore[attr-defined]
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths)] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * len(header[-1]))
+    return "\n".join(lines)
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    import warnings
+
+    from contrastive.registry import PluginLoadWarning, plugins
+
+    with warnings.catch_warnings():
+        # failures are shown in the table itself; keep stderr for real problems
+        warnings.simplefilter("ignore", PluginLoadWarning)
+        infos = plugins()
+    if args.json:
+        print(json.dumps([info.as_dict() for info in infos], indent=2))
+    elif not infos:
+        print("no plugins are installed")
+    else:
+        print(_plugins_table(infos))
+    return 1 if args.check and any(not info.ok for info in infos) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``contrastive`` command."""
+    parser = argparse.ArgumentParser(
+        prog="contrastive", description="Contrastive representation learning toolkit."
+    )
+    parser.add_argument("--version", action="version", version=f"contrastive-kit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("plugins", help="list installed plugins and what they registered")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--check", action="store_true", help="exit with status 1 if any plugin failed")
+    p.set_defaults(func=_cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

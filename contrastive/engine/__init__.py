@@ -1,0 +1,1 @@
+"""Similarity engine: row statistics of z·cᵀ/τ without the N x N matrix."""

@@ -1,0 +1,398 @@
+"""The plugin registry: a pluggy manager, entry-point loading and name lookup.
+
+Built-in plugins are ordinary plugin modules listed in :data:`DEFAULT_PLUGINS`;
+third-party plugins are found through the ``contrastive`` entry-point group.
+Nothing is loaded until the registry is first used.
+
+Environment variables:
+
+``CONTRASTIVE_DISABLE_PLUGIN_AUTOLOAD=1``
+    load the built-ins only.
+``CONTRASTIVE_PLUGINS=a,b``
+    load only these third-party plugins (entry-point or distribution names).
+``CONTRASTIVE_STRICT_PLUGINS=1``
+    a plugin that fails to load raises :class:`PluginError` instead of warning.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from contrastive import hookspecs
+from contrastive._version import __version__
+
+ENTRY_POINT_GROUP = "contrastive"
+
+#: Modules whose hook implementations register the built-in plugins.
+DEFAULT_PLUGINS: tuple[str, ...] = ()
+
+#: The kinds of plugin, each with the hook that registers it.
+KINDS: dict[str, str] = {
+    "loss": "register_losses",
+    "sampler": "register_samplers",
+    "augmentation": "register_augmentations",
+}
+_PLURAL = {"loss": "losses", "sampler": "samplers", "augmentation": "augmentations"}
+
+
+class PluginError(RuntimeError):
+    """A plugin failed to import or register (raised under ``CONTRASTIVE_STRICT_PLUGINS=1``)."""
+
+
+class PluginCollisionError(PluginError):
+    """Two plugins registered the same name and the later one did not pass ``override=True``."""
+
+
+class PluginLoadWarning(UserWarning):
+    """Warned when a plugin fails to load and is skipped."""
+
+
+class UnknownPluginError(LookupError, ValueError):
+    """No plugin of that kind is registered under the requested name."""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What one plugin is and what it registered."""
+
+    name: str
+    version: str | None
+    distribution: str | None
+    builtin: bool
+    losses: tuple[str, ...] = ()
+    samplers: tuple[str, ...] = ()
+    augmentations: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the plugin loaded and registered without error."""
+        return self.error is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary of this record."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "distribution": self.distribution,
+            "builtin": self.builtin,
+            "losses": list(self.losses),
+            "samplers": list(self.samplers),
+            "augmentations": list(self.augmentations),
+            "status": "ok" if self.ok else "failed",
+            "error": self.error,
+        }
+
+
+@dataclass
+class _Entry:
+    factory: Any
+    plugin: str
+
+
+@dataclass
+class _Candidate:
+    """A plugin waiting to be registered: how to get its object and who it is."""
+
+    name: str
+    load: Callable[[], Any]
+    version: str | None
+    distribution: str | None
+    builtin: bool
+    registered: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _allow_list() -> set[str] | None:
+    raw = os.environ.get("CONTRASTIVE_PLUGINS")
+    if raw is None:
+        return None
+    return {_normalize(item) for item in raw.split(",") if item.strip()}
+
+
+def _normalize(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+class Registry:
+    """Holds the plugin manager and the name -> factory tables; loads lazily."""
+
+    def __init__(self, default_plugins: Iterable[str] | None = None) -> None:
+        self._default_plugins = tuple(DEFAULT_PLUGINS if default_plugins is None else default_plugins)
+        self._lock = threading.RLock()
+        self._loaded = False
+        self._tables: dict[str, dict[str, _Entry]] = {k: {} for k in KINDS}
+        self._infos: list[PluginInfo] = []
+        self.manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.manager.add_hookspecs(hookspecs)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether plugins have been loaded yet."""
+        return self._loaded
+
+    # -- loading -----------------------------------------------------------
+    def ensure_loaded(self) -> None:
+        """Load every plugin once; later calls do nothing."""
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            strict = _env_flag("CONTRASTIVE_STRICT_PLUGINS")
+            try:
+                for candidate in self._candidates():
+                    error = self._load_one(candidate)
+                    if error is not None:
+                        self._fail(candidate, error, strict)
+                    else:
+                        self._infos.append(self._info(candidate, None))
+            except PluginError:
+                self._clear()  # strict mode: every use raises until the plugin is fixed
+                raise
+            self._loaded = True
+
+    def _clear(self) -> None:
+        for name, plugin in list(self.manager.list_name_plugin()):
+            self.manager.unregister(plugin, name=name)
+        self._tables = {k: {} for k in KINDS}
+        self._infos = []
+
+    def _candidates(self) -> list[_Candidate]:
+        found = [
+            _Candidate(
+                name=module,
+                load=lambda module=module: importlib.import_module(module),
+                version=__version__,
+                distribution="contrastive-kit",
+                builtin=True,
+            )
+            for module in self._default_plugins
+        ]
+        if _env_flag("CONTRASTIVE_DISABLE_PLUGIN_AUTOLOAD"):
+            return found
+        allowed = _allow_list()
+        matched: set[str] = set()
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            if allowed is not None:
+                keys = {_normalize(ep.name)} | ({_normalize(dist_name)} if dist_name else set())
+                if not keys & allowed:
+                    continue
+                matched |= keys & allowed
+            found.append(
+                _Candidate(
+                    name=ep.name,
+                    load=ep.load,
+                    version=dist.version if dist is not None else None,
+                    distribution=dist_name,
+                    builtin=False,
+                )
+            )
+        for missing in sorted((allowed or set()) - matched):
+            warnings.warn(
+                f"CONTRASTIVE_PLUGINS names {missing!r}, but no installed plugin in the "
+                f"{ENTRY_POINT_GROUP!r} entry-point group has that name",
+                PluginLoadWarning,
+                stacklevel=4,
+            )
+        return found
+
+    def _load_one(self, candidate: _Candidate) -> BaseException | None:
+        """Import and register one plugin; all or nothing. Returns the error, if any."""
+        try:
+            plugin = candidate.load()
+            if self.manager.is_registered(plugin) or self.manager.has_plugin(candidate.name):
+                raise PluginError(f"plugin {candidate.name!r} is already registered")
+            self.manager.register(plugin, name=candidate.name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the rest
+            return exc
+        try:
+            self.manager.check_pending()  # a hook implementation with no matching spec
+        except Exception as exc:  # noqa: BLE001
+            self.manager.unregister(plugin)
+            return exc
+        staged: dict[str, dict[str, _Entry]] = {k: {} for k in KINDS}
+        try:
+            for kind, hook_name in KINDS.items():
+                hook = getattr(self.manager.hook, hook_name)
+                for impl in hook.get_hookimpls():
+                    if impl.plugin is plugin:
+                        register = self._register_callback(candidate, kind, staged[kind])
+                        impl.function(**({"register": register} if "register" in impl.argnames else {}))
+        except Exception as exc:  # noqa: BLE001
+            self.manager.unregister(plugin)
+            return exc
+        for kind, entries in staged.items():
+            self._tables[kind].update(entries)
+            candidate.registered[kind] = list(entries)
+        return None
+
+    def _register_callback(
+        self, candidate: _Candidate, kind: str, staged: dict[str, _Entry]
+    ) -> Callable[..., None]:
+        def register(name: str, factory: Any, *, override: bool = False) -> None:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"{kind} name must be a non-empty string, got {name!r}")
+            if not callable(factory):
+                raise TypeError(
+                    f"plugin {candidate.name!r} registered {kind} {name!r} with {factory!r}, "
+                    "which is not a class or callable"
+                )
+            previous = staged.get(name) or self._tables[kind].get(name)
+            if previous is not None and not override:
+                raise PluginCollisionError(
+                    f"plugin {candidate.name!r} cannot register {kind} {name!r}: the name is "
+                    f"already registered by plugin {previous.plugin!r}; pass override=True to "
+                    "replace it"
+                )
+            staged[name] = _Entry(factory, candidate.name)
+
+        return register
+
+    def _info(self, candidate: _Candidate, error: str | None) -> PluginInfo:
+        return PluginInfo(
+            name=candidate.name,
+            version=candidate.version,
+            distribution=candidate.distribution,
+            builtin=candidate.builtin,
+            losses=tuple(candidate.registered["loss"]),
+            samplers=tuple(candidate.registered["sampler"]),
+            augmentations=tuple(candidate.registered["augmentation"]),
+            error=error,
+        )
+
+    def _fail(self, candidate: _Candidate, exc: BaseException, strict: bool) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        self._infos.append(self._info(candidate, message))
+        if strict:
+            error_type = type(exc) if isinstance(exc, PluginError) else PluginError
+            raise error_type(
+                f"contrastive plugin {candidate.name!r} failed to load: {message} "
+                "(CONTRASTIVE_STRICT_PLUGINS is set)"
+            ) from exc
+        text = f"contrastive plugin {candidate.name!r} failed to load and was skipped: {message}"
+        warnings.warn(text, PluginLoadWarning, stacklevel=5)
+
+    # -- lookup ------------------------------------------------------------
+    def names(self, kind: str, include: str | Iterable[str] | None = None,
+              exclude: str | Iterable[str] | None = None) -> list[str]:
+        """Sorted names of one kind, filtered by fnmatch ``include``/``exclude`` patterns."""
+        self.ensure_loaded()
+        names = sorted(self._tables[kind])
+        if include is not None:
+            patterns = [include] if isinstance(include, str) else list(include)
+            names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
+        if exclude is not None:
+            patterns = [exclude] if isinstance(exclude, str) else list(exclude)
+            names = [n for n in names if not any(fnmatch.fnmatch(n, p) for p in patterns)]
+        return names
+
+    def factory(self, kind: str, name: str) -> Any:
+        """The registered factory of ``kind`` under ``name``; raises :class:`UnknownPluginError`."""
+        self.ensure_loaded()
+        entry = self._tables[kind].get(name)
+        if entry is None:
+            raise UnknownPluginError(_unknown_message(kind, name, sorted(self._tables[kind])))
+        return entry.factory
+
+    def provider(self, kind: str, name: str) -> str:
+        """The name of the plugin that registered ``name``."""
+        self.factory(kind, name)
+        return self._tables[kind][name].plugin
+
+    def get(self, kind: str, selection: Any, options: dict[str, Any]) -> Any:
+        """Resolve a name, a class or an instance to an instance of ``kind``."""
+        if isinstance(selection, str):
+            return self.factory(kind, selection)(**options)
+        if isinstance(selection, type):
+            return selection(**options)
+        if selection is None:
+            raise TypeError(f"expected a {kind} name or instance, got None")
+        if options:
+            raise TypeError(
+                f"options {sorted(options)} were given with a {kind} instance "
+                f"({type(selection).__name__}); options apply only when selecting by name or class"
+            )
+        return selection
+
+    def infos(self) -> list[PluginInfo]:
+        """One record per plugin the registry tried to load, in load order."""
+        self.ensure_loaded()
+        return list(self._infos)
+
+
+def _unknown_message(kind: str, name: str, available: list[str]) -> str:
+    plural = _PLURAL[kind]
+    close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    listing = ", ".join(available) if available else "none are registered"
+    return f"unknown {kind} {name!r}{hint} Available {plural}: {listing}."
+
+
+_registry = Registry()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (loaded on first use)."""
+    return _registry
+
+
+def reset(default_plugins: Iterable[str] | None = None) -> Registry:
+    """Forget everything loaded and start a fresh registry (for tests and plugin development)."""
+    global _registry
+    _registry = Registry(default_plugins)
+    return _registry
+
+
+def get_loss(loss: Any, **options: Any) -> Any:
+    """Return a loss module from a registered name, a class, or an instance (returned as is)."""
+    return _registry.get("loss", loss, options)
+
+
+def get_sampler(sampler: Any, **options: Any) -> Any:
+    """Return a negative sampler from a registered name, a class, or an instance."""
+    return _registry.get("sampler", sampler, options)
+
+
+def get_augmentation(augmentation: Any, **options: Any) -> Any:
+    """Return an augmentation from a registered name, a class, or an instance."""
+    return _registry.get("augmentation", augmentation, options)
+
+
+def list_losses(include: str | Iterable[str] | None = None,
+                exclude: str | Iterable[str] | None = None) -> list[str]:
+    """Sorted names of the registered losses, optionally filtered by glob patterns."""
+    return _registry.names("loss", include, exclude)
+
+
+def list_samplers(include: str | Iterable[str] | None = None,
+                  exclude: str | Iterable[str] | None = None) -> list[str]:
+    """Sorted names of the registered negative samplers, optionally filtered by glob patterns."""
+    return _registry.names("sampler", include, exclude)
+
+
+def list_augmentations(include: str | Iterable[str] | None = None,
+                       exclude: str | Iterable[str] | None = None) -> list[str]:
+    """Sorted names of the registered augmentations, optionally filtered by glob patterns."""
+    return _registry.names("augmentation", include, exclude)
+
+
+def plugins() -> list[PluginInfo]:
+    """Every plugin (built-in and third-party): version, what it registered, any load error."""
+    return _registry.infos()

@@ -1,0 +1,1 @@
+"""Negative samplers: how the negative term is formed from row statistics."""

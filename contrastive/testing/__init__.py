@@ -1,0 +1,1 @@
+"""Conformance kit and hypothesis strategies for plugin authors."""

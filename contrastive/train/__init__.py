@@ -1,0 +1,1 @@
+"""The minimal reference trainer."""
