@@ -6,29 +6,33 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from contrastive._version import __version__
 
+if TYPE_CHECKING:
+    from contrastive.registry import PluginInfo
 
-def _plugins_table(infos: Sequence[object]) -> str:
+
+def _plugins_table(infos: Sequence[PluginInfo]) -> str:
     """Render plugin records as a fixed-width text table."""
     header = ("plugin", "version", "losses", "samplers", "augmentations", "status")
     rows = [header]
     for info in infos:
         rows.append(
             (
-                info.name,  # type: ignore[attr-defined]
-                info.version or "-",  # type: ignore[attr-defined]
-                ", ".join(info.losses) or "-",  # type: ignore[attr-defined]
-                ", ".join(info.samplers) or "-",  # type: ignore[attr-defined]
-                ", ".join(info.augmentations) or "-",  # type: ignore[attr-defined]
-                "ok" if info.ok else f"failed: {info.error}",  # type: ignore[attr-defined]
+                info.name,
+                info.version or "-",
+                ", ".join(info.losses) or "-",
+                ", ".join(info.samplers) or "-",
+                ", ".join(info.augmentations) or "-",
+                "ok" if info.ok else f"failed: {info.error}",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for n, row in enumerate(rows):
-        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths)] + [row[-1]]
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * len(header[-1]))

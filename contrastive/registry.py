@@ -18,48 +18,32 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import importlib
-import os
 import threading
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from importlib import metadata
+from dataclasses import dataclass
 from typing import Any
 
 import pluggy
 
 from contrastive import hookspecs
-from contrastive._version import __version__
-
-ENTRY_POINT_GROUP = "contrastive"
+from contrastive._discovery import (
+    KINDS,
+    Candidate,
+    env_flag,
+    find_plugins,
+)
+from contrastive.errors import (
+    PluginCollisionError,
+    PluginError,
+    PluginLoadWarning,
+    UnknownPluginError,
+)
 
 #: Modules whose hook implementations register the built-in plugins.
 DEFAULT_PLUGINS: tuple[str, ...] = ()
 
-#: The kinds of plugin, each with the hook that registers it.
-KINDS: dict[str, str] = {
-    "loss": "register_losses",
-    "sampler": "register_samplers",
-    "augmentation": "register_augmentations",
-}
 _PLURAL = {"loss": "losses", "sampler": "samplers", "augmentation": "augmentations"}
-
-
-class PluginError(RuntimeError):
-    """A plugin failed to import or register (raised under ``CONTRASTIVE_STRICT_PLUGINS=1``)."""
-
-
-class PluginCollisionError(PluginError):
-    """Two plugins registered the same name and the later one did not pass ``override=True``."""
-
-
-class PluginLoadWarning(UserWarning):
-    """Warned when a plugin fails to load and is skipped."""
-
-
-class UnknownPluginError(LookupError, ValueError):
-    """No plugin of that kind is registered under the requested name."""
 
 
 @dataclass(frozen=True)
@@ -101,33 +85,6 @@ class _Entry:
     plugin: str
 
 
-@dataclass
-class _Candidate:
-    """A plugin waiting to be registered: how to get its object and who it is."""
-
-    name: str
-    load: Callable[[], Any]
-    version: str | None
-    distribution: str | None
-    builtin: bool
-    registered: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
-def _allow_list() -> set[str] | None:
-    raw = os.environ.get("CONTRASTIVE_PLUGINS")
-    if raw is None:
-        return None
-    return {_normalize(item) for item in raw.split(",") if item.strip()}
-
-
-def _normalize(name: str) -> str:
-    return name.strip().lower().replace("_", "-").replace(".", "-")
-
-
 class Registry:
     """Holds the plugin manager and the name -> factory tables; loads lazily."""
 
@@ -153,9 +110,9 @@ class Registry:
         with self._lock:
             if self._loaded:
                 return
-            strict = _env_flag("CONTRASTIVE_STRICT_PLUGINS")
+            strict = env_flag("CONTRASTIVE_STRICT_PLUGINS")
             try:
-                for candidate in self._candidates():
+                for candidate in find_plugins(self._default_plugins):
                     error = self._load_one(candidate)
                     if error is not None:
                         self._fail(candidate, error, strict)
@@ -172,48 +129,7 @@ class Registry:
         self._tables = {k: {} for k in KINDS}
         self._infos = []
 
-    def _candidates(self) -> list[_Candidate]:
-        found = [
-            _Candidate(
-                name=module,
-                load=lambda module=module: importlib.import_module(module),
-                version=__version__,
-                distribution="contrastive-kit",
-                builtin=True,
-            )
-            for module in self._default_plugins
-        ]
-        if _env_flag("CONTRASTIVE_DISABLE_PLUGIN_AUTOLOAD"):
-            return found
-        allowed = _allow_list()
-        matched: set[str] = set()
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else None
-            if allowed is not None:
-                keys = {_normalize(ep.name)} | ({_normalize(dist_name)} if dist_name else set())
-                if not keys & allowed:
-                    continue
-                matched |= keys & allowed
-            found.append(
-                _Candidate(
-                    name=ep.name,
-                    load=ep.load,
-                    version=dist.version if dist is not None else None,
-                    distribution=dist_name,
-                    builtin=False,
-                )
-            )
-        for missing in sorted((allowed or set()) - matched):
-            warnings.warn(
-                f"CONTRASTIVE_PLUGINS names {missing!r}, but no installed plugin in the "
-                f"{ENTRY_POINT_GROUP!r} entry-point group has that name",
-                PluginLoadWarning,
-                stacklevel=4,
-            )
-        return found
-
-    def _load_one(self, candidate: _Candidate) -> BaseException | None:
+    def _load_one(self, candidate: Candidate) -> BaseException | None:
         """Import and register one plugin; all or nothing. Returns the error, if any."""
         try:
             plugin = candidate.load()
@@ -244,7 +160,7 @@ class Registry:
         return None
 
     def _register_callback(
-        self, candidate: _Candidate, kind: str, staged: dict[str, _Entry]
+        self, candidate: Candidate, kind: str, staged: dict[str, _Entry]
     ) -> Callable[..., None]:
         def register(name: str, factory: Any, *, override: bool = False) -> None:
             if not isinstance(name, str) or not name.strip():
@@ -265,7 +181,7 @@ class Registry:
 
         return register
 
-    def _info(self, candidate: _Candidate, error: str | None) -> PluginInfo:
+    def _info(self, candidate: Candidate, error: str | None) -> PluginInfo:
         return PluginInfo(
             name=candidate.name,
             version=candidate.version,
@@ -277,7 +193,7 @@ class Registry:
             error=error,
         )
 
-    def _fail(self, candidate: _Candidate, exc: BaseException, strict: bool) -> None:
+    def _fail(self, candidate: Candidate, exc: BaseException, strict: bool) -> None:
         message = f"{type(exc).__name__}: {exc}"
         self._infos.append(self._info(candidate, message))
         if strict:

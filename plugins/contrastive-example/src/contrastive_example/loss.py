@@ -11,8 +11,9 @@ class AlignUniformLoss(torch.nn.Module):
 
     .. math::
 
-        \mathcal{L} = \mathbb{E}_{(i)}\,\lVert f_1(x_i) - f_2(x_i)\rVert_2^{\alpha}
-        + \lambda \cdot \tfrac{1}{V}\sum_v \log \mathbb{E}_{i \ne j}\, e^{-t \lVert f_v(x_i) - f_v(x_j)\rVert_2^2}
+        \mathcal{L} = \mathbb{E}_{i}\,\lVert f_1(x_i) - f_2(x_i)\rVert_2^{\alpha}
+            + \lambda \cdot \tfrac{1}{V}\sum_v \log \mathbb{E}_{i \ne j}\,
+              e^{-t \lVert f_v(x_i) - f_v(x_j)\rVert_2^2}
 
     Args:
         alpha: exponent of the alignment distance (2 in the paper).
@@ -36,10 +37,11 @@ class AlignUniformLoss(torch.nn.Module):
             raise ValueError("labels: AlignUniformLoss is self-supervised and takes no labels")
         shape = views[0].shape
         if views[0].ndim != 2 or shape[0] < 2 or any(v.shape != shape for v in views):
-            raise ValueError(f"views: expected equal (B >= 2, D) shapes, got {[tuple(v.shape) for v in views]}")
+            shapes = [tuple(v.shape) for v in views]
+            raise ValueError(f"views: expected equal (B >= 2, D) shapes, got {shapes}")
         z = [F.normalize(v, dim=1) for v in views]
         align = torch.stack(
-            [(a - b).norm(dim=1).pow(self.alpha).mean() for a, b in zip(z[:-1], z[1:])]
+            [(a - b).norm(dim=1).pow(self.alpha).mean() for a, b in zip(z[:-1], z[1:], strict=True)]
         ).mean()
         uniform = torch.stack(
             [torch.pdist(v).pow(2).mul(-self.t).exp().mean().log() for v in z]

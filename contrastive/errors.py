@@ -1,0 +1,19 @@
+"""Exceptions and warnings raised by the plugin registry."""
+
+from __future__ import annotations
+
+
+class PluginError(RuntimeError):
+    """A plugin failed to import or register (raised under ``CONTRASTIVE_STRICT_PLUGINS=1``)."""
+
+
+class PluginCollisionError(PluginError):
+    """Two plugins registered the same name and the later one did not pass ``override=True``."""
+
+
+class PluginLoadWarning(UserWarning):
+    """Warned when a plugin fails to load and is skipped."""
+
+
+class UnknownPluginError(LookupError, ValueError):
+    """No plugin of that kind is registered under the requested name."""
