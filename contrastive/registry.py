@@ -41,7 +41,24 @@ from contrastive.errors import (
 )
 
 #: Modules whose hook implementations register the built-in plugins.
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "contrastive.losses.nt_xent",
+    "contrastive.losses.supcon",
+    "contrastive.losses.infonce",
+    "contrastive.losses.clip",
+    "contrastive.losses.spectral",
+    "contrastive.losses.linear_spectral",
+    "contrastive.samplers.uniform",
+    "contrastive.samplers.hard",
+    "contrastive.samplers.debiased",
+    "contrastive.augment.crop",
+    "contrastive.augment.flip",
+    "contrastive.augment.color",
+    "contrastive.augment.jitter",
+    "contrastive.augment.blur",
+    "contrastive.augment.pipelines",
+    "contrastive.augment.masking",
+)
 
 _PLURAL = {"loss": "losses", "sampler": "samplers", "augmentation": "augmentations"}
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 from contrastive import hookimpl
 from contrastive_example.augmentation import GaussianNoise
 from contrastive_example.loss import AlignUniformLoss
+from contrastive_example.sampler import TemperedSampler
 
 
 @hookimpl
 def register_losses(register):  # type: ignore[no-untyped-def]
     """Register the example loss."""
     register("align_uniform", AlignUniformLoss)
+
+
+@hookimpl
+def register_samplers(register):  # type: ignore[no-untyped-def]
+    """Register the example sampler."""
+    register("example_tempered", TemperedSampler)
 
 
 @hookimpl
