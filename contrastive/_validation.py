@@ -1,0 +1,86 @@
+"""Input checks shared by losses and samplers: each failure is a ValueError naming argument and value."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def check_embeddings(x: object, name: str) -> Tensor:
+    """Return ``x`` if it is a finite 2-D floating tensor, else raise ValueError naming ``name``."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (batch, dim), got {type(x).__name__}")
+    if x.dim() != 2 or not x.is_floating_point():
+        raise ValueError(f"{name} must be a 2-D floating tensor (batch, dim), got shape {tuple(x.shape)} and dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or Inf value(s); embeddings must be finite")
+    return x
+
+
+def check_views(views: Sequence[object], min_views: int = 1, name: str = "views") -> list[Tensor]:
+    """Return the views as a list after checking they are finite, equally shaped and hold >= 2 samples."""
+    if len(views) < min_views:
+        raise ValueError(f"{name} must hold at least {min_views} tensor(s), got {len(views)}")
+    checked = [check_embeddings(v, f"{name}[{i}]") for i, v in enumerate(views)]
+    first = checked[0]
+    for i, v in enumerate(checked[1:], start=1):
+        if v.shape != first.shape:
+            raise ValueError(f"{name} must all have one shape, got {name}[0] of shape {tuple(first.shape)} "
+                             f"and {name}[{i}] of shape {tuple(v.shape)}")
+        if v.dtype != first.dtype or v.device != first.device:
+            raise ValueError(f"{name} must share dtype and device, got {name}[0] ({first.dtype}, {first.device}) "
+                             f"and {name}[{i}] ({v.dtype}, {v.device})")
+    if first.shape[0] < 2:
+        raise ValueError(f"{name} must hold at least two samples each, got batch size {first.shape[0]}")
+    return checked
+
+
+def check_labels(labels: object, batch_size: int, name: str = "labels") -> Tensor:
+    """Return ``labels`` as int64 after checking it is a 1-D integer tensor of length ``batch_size``."""
+    if not isinstance(labels, Tensor):
+        raise ValueError(f"{name} must be a 1-D integer torch.Tensor, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must have an integer dtype (e.g. torch.int64), got {labels.dtype}")
+    if labels.shape != (batch_size,):
+        raise ValueError(f"{name} must have shape ({batch_size},) to match the batch, got {tuple(labels.shape)}")
+    return labels.long()
+
+
+def check_temperature(temperature: object, name: str = "temperature") -> None:
+    """Raise ValueError unless ``temperature`` is a finite positive float or scalar tensor."""
+    if isinstance(temperature, Tensor):
+        if temperature.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(temperature.shape)}")
+        value = float(temperature.detach())
+    elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+        value = float(temperature)
+    else:
+        raise ValueError(f"{name} must be a positive float or a scalar tensor, got {temperature!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+
+
+def check_unit_interval(value: object, name: str) -> float:
+    """Return ``value`` as float if it lies in [0, 1), else raise ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= float(value) < 1.0):
+        raise ValueError(f"{name} must be a float in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_non_negative(value: object, name: str) -> float:
+    """Return ``value`` as float if it is finite and >= 0, else raise ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return str(value)

@@ -1,0 +1,139 @@
+"""Colour-space constants and the per-pixel colour augmentations: random grayscale and solarize."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from contrastive.augment.base import RandomAugmentation, check_probability
+from contrastive.augment.flip import draw_coins
+from contrastive.hookspecs import Register, hookimpl
+
+__all__ = ["GRAY_WEIGHTS", "CoinParams", "RandomGrayscale", "Solarize", "grayscale", "hue_matrix"]
+
+#: luma weights of ITU-R BT.601 (the Y of YIQ), used for grayscale, contrast and saturation
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+#: RGB -> YIQ (NTSC) matrix
+_RGB_TO_YIQ = (
+    (0.299, 0.587, 0.114),
+    (0.595716, -0.274453, -0.321263),
+    (0.211456, -0.522591, 0.311135),
+)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """Luma ``0.299 R + 0.587 G + 0.114 B`` of a (B, 3, H, W) batch as (B, 1, H, W); 1-channel input is returned as is."""
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device)
+    b, _, h, width = x.shape
+    return torch.matmul(w, x.reshape(b, 3, h * width)).view(b, 1, h, width)
+
+
+def hue_matrix(hue: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Per-sample 3x3 RGB matrices rotating chroma in the YIQ plane by ``hue`` turns (luma is kept).
+
+    ``hue`` in [-0.5, 0.5] is a fraction of the colour wheel; positive values move red
+    towards yellow and green, like a positive HSV hue shift. A zero shift gives the identity exactly.
+    """
+    t = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64, device=hue.device)
+    t_inv = torch.linalg.inv(t)
+    angle = -2 * math.pi * hue.to(torch.float64)
+    cos, sin = torch.cos(angle) - 1, torch.sin(angle)
+    rot = torch.zeros(hue.shape[0], 3, 3, dtype=torch.float64, device=hue.device)
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    delta = t_inv @ rot @ t
+    delta = torch.where((hue == 0)[:, None, None], torch.zeros_like(delta), delta)
+    return (torch.eye(3, dtype=torch.float64, device=hue.device) + delta).to(dtype)
+
+
+@dataclass(frozen=True)
+class CoinParams:
+    """Per-sample booleans: ``apply[i]`` says whether image ``i`` is transformed."""
+
+    apply: torch.Tensor
+
+
+class _CoinAugmentation(RandomAugmentation[CoinParams]):
+    """An augmentation applied to each image with probability ``p``."""
+
+    def __init__(self, p: float) -> None:
+        """Apply to each image with probability ``p``."""
+        super().__init__()
+        self.p = check_probability("p", p)
+
+    def sample_params(
+        self,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> CoinParams:
+        """Draw one coin per sample."""
+        return CoinParams(draw_coins(self.p, int(shape[0]), generator, device))
+
+    def _transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The transformation applied to the selected images."""
+        raise NotImplementedError
+
+    def _apply(self, x: torch.Tensor, params: CoinParams) -> torch.Tensor:
+        """Transform the selected images in place."""
+        selected = params.apply.to(x.device)
+        if not bool(selected.any()):
+            return x
+        idx = selected.nonzero().squeeze(1)
+        return x.index_copy_(0, idx, self._transform(x.index_select(0, idx)))
+
+
+class RandomGrayscale(_CoinAugmentation):
+    """Replace each RGB image by its luma ``0.299 R + 0.587 G + 0.114 B`` on all channels with probability ``p``.
+
+    SimCLR (Chen et al. 2020) uses p = 0.2 after colour jitter. One-channel images are left as they are.
+    """
+
+    channels = (1, 3)
+
+    def __init__(self, p: float = 0.2) -> None:
+        """Convert each image to grayscale with probability ``p``."""
+        super().__init__(p)
+
+    def _transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Luma repeated on every channel."""
+        return grayscale(x).clamp_(0, 1).expand_as(x)
+
+    def extra_repr(self) -> str:
+        """Show ``p``."""
+        return f"p={self.p}"
+
+
+class Solarize(_CoinAugmentation):
+    """Invert pixels at or above ``threshold`` (``x -> 1 - x``) with probability ``p`` per image.
+
+    Not part of SimCLR (Chen et al. 2020); BYOL (Grill et al. 2020) adds it with
+    threshold 0.5 and p = 0.2 on one of the two views.
+    """
+
+    def __init__(self, threshold: float = 0.5, p: float = 0.2) -> None:
+        """Solarize each image with probability ``p`` above ``threshold`` in [0, 1]."""
+        super().__init__(p)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+        self.threshold = float(threshold)
+
+    def _transform(self, x: torch.Tensor) -> torch.Tensor:
+        """``where(x >= threshold, 1 - x, x)``."""
+        return torch.where(x >= self.threshold, 1 - x, x)
+
+    def extra_repr(self) -> str:
+        """Show the threshold and ``p``."""
+        return f"threshold={self.threshold}, p={self.p}"
+
+
+@hookimpl
+def register_augmentations(register: Register) -> None:
+    """Register ``random_grayscale`` and ``solarize``."""
+    register("random_grayscale", RandomGrayscale)
+    register("solarize", Solarize)

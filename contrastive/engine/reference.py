@@ -1,0 +1,61 @@
+"""The materialised engine: builds the full similarity matrix; the executable specification.
+
+Every other backend must agree with :func:`reference_row_stats` on values and
+gradients. It costs O(M·N) memory, so use it for tests and small batches only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from contrastive.engine.stats import RowStats, label_counts
+
+Tensor = torch.Tensor
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Return the accumulation dtype for inputs of ``dtype``: float64 stays, anything else is float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def masked_logsumexp(x: Tensor, mask: Tensor, dim: int = 1) -> Tensor:
+    """Return log Σ exp(x) over ``mask`` along ``dim``; -inf (with zero gradient) where the mask is empty."""
+    nonempty = mask.any(dim=dim, keepdim=True)
+    filled = x.masked_fill(~mask, float("-inf"))
+    # Rows with nothing to sum get a harmless finite stand-in, so no NaN reaches the gradient.
+    safe = torch.where(nonempty, filled, torch.zeros((), dtype=x.dtype, device=x.device))
+    lse = torch.logsumexp(safe, dim=dim)
+    return torch.where(nonempty.squeeze(dim), lse, torch.full((), float("-inf"), dtype=x.dtype, device=x.device))
+
+
+def self_mask(anchor_index: Tensor, num_candidates: int) -> Tensor:
+    """Return the ``(M, N)`` boolean mask that is True at each anchor's own column."""
+    mask = torch.zeros(anchor_index.numel(), num_candidates, dtype=torch.bool, device=anchor_index.device)
+    rows = torch.nonzero(anchor_index >= 0).squeeze(1)
+    mask[rows, anchor_index[rows]] = True
+    return mask
+
+
+def reference_row_stats(
+    anchors: Tensor,
+    candidates: Tensor,
+    anchor_labels: Tensor,
+    candidate_labels: Tensor,
+    anchor_index: Tensor,
+    temperature: float | Tensor,
+    exponents: Sequence[float] = (1.0,),
+) -> RowStats:
+    """Compute :class:`RowStats` by materialising ``s = anchors · candidatesᵀ / temperature``."""
+    dtype = compute_dtype(anchors.dtype)
+    sim = anchors.to(dtype) @ candidates.to(dtype).T
+    sim = sim / (temperature.to(dtype) if isinstance(temperature, Tensor) else temperature)
+    same = anchor_labels[:, None] == candidate_labels[None, :]
+    positive = same & ~self_mask(anchor_index, candidates.shape[0])
+    negative = ~same
+    neg_lse = torch.stack([masked_logsumexp(gamma * sim, negative) for gamma in exponents], dim=1)
+    pos_lse = masked_logsumexp(sim, positive)
+    pos_sum = torch.where(positive, sim, torch.zeros((), dtype=dtype, device=sim.device)).sum(dim=1)
+    pos_count, neg_count = label_counts(anchor_labels, candidate_labels, anchor_index)
+    return RowStats(neg_lse, pos_lse, pos_sum, pos_count, neg_count, tuple(float(g) for g in exponents))

@@ -1,0 +1,19 @@
+"""Linear contrastive learning: the spiked covariance model, subspace distances and the estimator of Ji et al."""
+
+from contrastive.linear.data import noise_profile, spiked_covariance
+from contrastive.linear.estimator import (
+    LinearContrastive,
+    NotFittedError,
+    masked_contrastive_matrix,
+)
+from contrastive.linear.subspace import orthonormal_basis, sin_theta_distance
+
+__all__ = [
+    "LinearContrastive",
+    "NotFittedError",
+    "masked_contrastive_matrix",
+    "noise_profile",
+    "orthonormal_basis",
+    "sin_theta_distance",
+    "spiked_covariance",
+]

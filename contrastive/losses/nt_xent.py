@@ -1,0 +1,59 @@
+"""SimCLR's NT-Xent loss for any number of views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from contrastive.hookspecs import hookimpl
+from contrastive.losses.base import EngineLoss
+from contrastive.losses.supcon import supcon_loss
+from contrastive.samplers import MemoryQueue
+
+Tensor = torch.Tensor
+
+
+def nt_xent_loss(
+    *views: Tensor,
+    temperature: float | Tensor = 0.1,
+    normalize: bool = True,
+    sampler: Any = "uniform",
+    negatives: Tensor | MemoryQueue | None = None,
+    backend: str = "auto",
+    block_size: int | None = None,
+) -> Tensor:
+    """Return the NT-Xent loss of two or more ``views`` (each ``(B, D)``); see :class:`NTXentLoss`."""
+    if len(views) < 2:
+        raise ValueError(f"nt_xent needs at least two views (the positives are the other views), got {len(views)}; "
+                         "for one view with class labels use supcon")
+    return supcon_loss(*views, temperature=temperature, normalize=normalize, sampler=sampler,
+                       negatives=negatives, backend=backend, block_size=block_size)
+
+
+class NTXentLoss(EngineLoss):
+    r"""Normalised temperature-scaled cross entropy (Chen et al., 2020, "A Simple Framework for
+    Contrastive Learning of Visual Representations", ICML), for :math:`V \ge 2` views.
+
+    Every view of every sample is an anchor :math:`i`; its positives :math:`P(i)` are the
+    other :math:`V-1` views of the same sample; the denominator is every candidate but
+    the anchor itself (plus any extra ``negatives``):
+
+    .. math::
+
+        \mathcal{L} = \frac{1}{VB}\sum_i \frac{-1}{|P(i)|}\sum_{p\in P(i)}
+            \log\frac{e^{s_{ip}}}{\sum_{a\ne i} e^{s_{ia}}},\qquad
+        s_{ia} = \frac{\langle z_i, z_a\rangle}{\tau},
+
+    which for two views is SimCLR's loss. It is SupCon with one label per sample.
+    """
+
+    def forward(self, *views: Tensor, negatives: Tensor | MemoryQueue | None = None) -> Tensor:
+        """Return the loss of ``views`` (each ``(B, D)``), optionally with extra ``negatives``."""
+        return nt_xent_loss(*views, negatives=negatives, **self.engine_options())
+
+
+@hookimpl
+def register_losses(register) -> None:  # noqa: ANN001
+    """Register ``nt_xent``."""
+    register("nt_xent", NTXentLoss)

@@ -1,0 +1,149 @@
+"""Spectral contrastive loss (HaoChen et al., 2021) in O(B·D + D²) memory."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from contrastive.hookspecs import Register, hookimpl
+
+__all__ = [
+    "SpectralContrastiveLoss",
+    "SpectralStatistics",
+    "clip_norm",
+    "spectral_contrastive_loss",
+    "spectral_loss_from_statistics",
+    "spectral_statistics",
+]
+
+
+class SpectralStatistics(NamedTuple):
+    """Additive batch statistics that determine the spectral contrastive loss.
+
+    Every field is a sum over the samples of a batch, so statistics of shards
+    (micro-batches, or ranks after an autograd-aware ``all_reduce``) add up to
+    the statistics of the whole batch.
+    """
+
+    count: torch.Tensor
+    """Number of positive pairs B (0-d tensor)."""
+    pos_sum: torch.Tensor
+    """Σ_i <z1_i, z2_i> (0-d tensor)."""
+    pos_sq_sum: torch.Tensor
+    """Σ_i <z1_i, z2_i>² (0-d tensor)."""
+    gram1: torch.Tensor
+    """Z1ᵀZ1 = Σ_i z1_i z1_iᵀ, shape (D, D)."""
+    gram2: torch.Tensor
+    """Z2ᵀZ2 = Σ_i z2_i z2_iᵀ, shape (D, D)."""
+
+
+def clip_norm(z: torch.Tensor, mu: float) -> torch.Tensor:
+    """Rescale each row of ``z`` whose Euclidean norm exceeds ``sqrt(mu)`` down to norm ``sqrt(mu)``."""
+    _check_mu(mu)
+    radius = math.sqrt(mu)
+    # radius / max(||z||, radius) = min(1, radius / ||z||); no division by a zero norm.
+    return z * (radius / z.norm(dim=-1, keepdim=True).clamp_min(radius))
+
+
+def spectral_statistics(z1: torch.Tensor, z2: torch.Tensor, mu: float | None = None) -> SpectralStatistics:
+    """Return the additive statistics of a batch of positive pairs ``(z1_i, z2_i)``, after the optional norm clip."""
+    _check_pair(z1, z2)
+    if mu is not None:
+        z1, z2 = clip_norm(z1, mu), clip_norm(z2, mu)
+    pos = (z1 * z2).sum(dim=1)
+    return SpectralStatistics(
+        count=torch.tensor(float(z1.shape[0]), dtype=z1.dtype, device=z1.device),
+        pos_sum=pos.sum(),
+        pos_sq_sum=pos.square().sum(),
+        gram1=z1.T @ z1,
+        gram2=z2.T @ z2,
+    )
+
+
+def spectral_loss_from_statistics(stats: SpectralStatistics) -> torch.Tensor:
+    """Combine (possibly summed) :class:`SpectralStatistics` into the spectral contrastive loss."""
+    n = stats.count
+    if float(n) < 2:
+        raise ValueError(f"the spectral contrastive loss needs at least 2 pairs for its negative term, got count={float(n)}")
+    # Σ_{i,j} <z1_i, z2_j>² = ||Z1 Z2ᵀ||_F² = <Z1ᵀZ1, Z2ᵀZ2>_F; remove the i = j terms.
+    all_pairs = (stats.gram1 * stats.gram2).sum()
+    negative = (all_pairs - stats.pos_sq_sum) / (n * (n - 1))
+    return -2.0 * stats.pos_sum / n + negative
+
+
+def spectral_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, mu: float | None = None) -> torch.Tensor:
+    r"""Spectral contrastive loss of two views; see :class:`SpectralContrastiveLoss` for the formula."""
+    return spectral_loss_from_statistics(spectral_statistics(z1, z2, mu=mu))
+
+
+class SpectralContrastiveLoss(torch.nn.Module):
+    r"""Spectral contrastive loss of HaoChen, Wei, Gaidon and Ma (NeurIPS 2021).
+
+    For a batch of B positive pairs :math:`(z^{(1)}_i, z^{(2)}_i)`,
+
+    .. math::
+
+        \mathcal{L} = -\frac{2}{B}\sum_{i=1}^{B} \langle z^{(1)}_i, z^{(2)}_i\rangle
+            + \frac{1}{B(B-1)}\sum_{i\neq j} \langle z^{(1)}_i, z^{(2)}_j\rangle^2 ,
+
+    the empirical form of :math:`-2\,\mathbb{E}[f(x)^\top f(x^+)] + \mathbb{E}[(f(x)^\top f(x^-))^2]`
+    (HaoChen et al., "Provable Guarantees for Self-Supervised Deep Learning with
+    Spectral Contrastive Loss", arXiv:2106.04156). The squared term is computed as
+    :math:`\langle Z_1^\top Z_1, Z_2^\top Z_2\rangle_F - \sum_i \langle z^{(1)}_i, z^{(2)}_i\rangle^2`,
+    in O(B·D + D²) memory; no B x B matrix is formed. The statistics involved are
+    sums over samples (:func:`spectral_statistics`), so they can be all-reduced
+    across ranks before :func:`spectral_loss_from_statistics`.
+
+    Args:
+        mu: optional norm clip of the authors' implementation: rows with
+            :math:`\|z\| > \sqrt{\mu}` are rescaled to norm :math:`\sqrt{\mu}`
+            before the loss. ``None`` (default) disables it.
+    """
+
+    def __init__(self, mu: float | None = None) -> None:
+        """Store the optional norm clip ``mu``."""
+        super().__init__()
+        if mu is not None:
+            _check_mu(mu)
+        self.mu = mu
+
+    def forward(self, *views: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the spectral contrastive loss of exactly two views, each (B, D)."""
+        z1, z2 = _two_views("spectral", views, labels)
+        return spectral_contrastive_loss(z1, z2, mu=self.mu)
+
+    def extra_repr(self) -> str:
+        """Show ``mu`` in the module's repr."""
+        return f"mu={self.mu}"
+
+
+def _two_views(name: str, views: tuple[torch.Tensor, ...], labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(views) != 2:
+        raise ValueError(f"the {name} loss takes exactly 2 views, got {len(views)} views")
+    if labels is not None:
+        raise ValueError(
+            f"the {name} loss pairs view 1 row i with view 2 row i and takes no labels; got labels={labels!r}, pass labels=None"
+        )
+    return views[0], views[1]
+
+
+def _check_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
+    if z1.ndim != 2 or z2.ndim != 2:
+        raise ValueError(f"views must be 2-D (B, D) tensors, got shapes {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if z1.shape != z2.shape:
+        raise ValueError(f"the two views must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if z1.shape[0] < 2:
+        raise ValueError(f"views need at least 2 rows (pairs) for the negative term, got B={z1.shape[0]}")
+
+
+def _check_mu(mu: float) -> None:
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu <= 0:
+        raise ValueError(f"mu must be a positive finite number or None, got mu={mu!r}")
+
+
+@hookimpl
+def register_losses(register: Register) -> None:
+    """Register the ``spectral`` loss."""
+    register("spectral", SpectralContrastiveLoss)

@@ -1,0 +1,76 @@
+"""The debiased sampler of Chuang et al. (2020): corrects the negative sum for false negatives."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from contrastive._validation import check_unit_interval
+from contrastive.engine import RowStats
+from contrastive.hookspecs import hookimpl
+from contrastive.samplers.base import Sampler
+
+Tensor = torch.Tensor
+
+
+def debiased_log_negative(log_negative_sum: Tensor, stats: RowStats, temperature: float | Tensor,
+                          tau_plus: float) -> Tensor:
+    r"""Return :math:`\log \max\big((S - \tau^+ |N|\,\bar p)/(1-\tau^+),\ |N| e^{-1/\tau}\big)` per anchor.
+
+    ``log_negative_sum`` is :math:`\log S`; :math:`\bar p` is the mean of the positives'
+    exponentials. Computed in log space so that it is finite wherever the result is.
+    With ``tau_plus == 0`` it returns ``log_negative_sum`` unchanged (no correction, no clamp).
+    """
+    if tau_plus == 0.0:
+        return log_negative_sum
+    dtype = log_negative_sum.dtype
+    n_neg = stats.neg_count.to(dtype)
+    log_pos_mean = stats.pos_lse - torch.log(stats.pos_count.clamp(min=1).to(dtype))
+    log_correction = math.log(tau_plus) + torch.log(n_neg) + log_pos_mean
+    positive_gap = log_correction < log_negative_sum
+    # log(S - C) = log S + log1p(-C/S), evaluated only where C < S; elsewhere a dummy keeps gradients finite.
+    ratio = torch.where(positive_gap, log_correction - log_negative_sum, torch.full_like(log_negative_sum, -1.0))
+    log_gap = torch.where(positive_gap, log_negative_sum + torch.log1p(-torch.exp(ratio)),
+                          torch.full_like(log_negative_sum, float("-inf")))
+    inv_tau = 1.0 / temperature
+    floor = torch.log(n_neg) - (inv_tau.to(dtype) if isinstance(inv_tau, Tensor) else inv_tau)
+    return torch.maximum(log_gap - math.log1p(-tau_plus), floor)
+
+
+class DebiasedSampler(Sampler):
+    r"""Debiased negatives (Chuang et al., 2020, "Debiased Contrastive Learning", NeurIPS).
+
+    With class prior :math:`\tau^+` (``tau_plus``) of a negative secretly being a positive,
+
+    .. math::
+
+        N_g(i) = \max\Big(\frac{\sum_{j\in N(i)} e^{s_{ij}} - \tau^+ |N(i)|\, \bar p_i}{1-\tau^+},
+                          \ |N(i)|\, e^{-1/\tau}\Big),
+        \qquad \bar p_i = \frac{1}{|P(i)|}\sum_{p\in P(i)} e^{s_{ip}}.
+
+    The clamp :math:`e^{-1/\tau}` is the smallest :math:`e^{s}` for unit-norm embeddings
+    (cosine -1), so it assumes ``normalize=True``. ``tau_plus=0`` is the uniform sampler.
+    ``draw`` picks negatives uniformly: debiasing corrects the estimate, not the draw.
+    """
+
+    exponents = (1.0,)
+
+    def __init__(self, tau_plus: float = 0.1) -> None:
+        """Create the sampler with class prior ``tau_plus`` in [0, 1)."""
+        super().__init__()
+        self.tau_plus = check_unit_interval(tau_plus, "tau_plus")
+
+    def log_negative_term(self, stats: RowStats, temperature: float | Tensor) -> Tensor:
+        """Return the log of the debiased negative term."""
+        return debiased_log_negative(stats.neg_lse_at(1.0), stats, temperature, self.tau_plus)
+
+    def extra_repr(self) -> str:
+        """Show ``tau_plus``."""
+        return f"tau_plus={self.tau_plus}"
+
+
+@hookimpl
+def register_samplers(register) -> None:  # noqa: ANN001
+    """Register ``debiased``."""
+    register("debiased", DebiasedSampler)
