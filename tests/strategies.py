@@ -90,12 +90,12 @@ class EngineProblem:
 
 @st.composite
 def engine_problems(draw: st.DrawFn, dtype: st.SearchStrategy[torch.dtype] | None = None,
-                    max_rows: int = 40) -> EngineProblem:
+                    max_rows: int = 40, max_dim: int = 8) -> EngineProblem:
     """A random row-statistics problem: symmetric or not, any labels, self columns, exponents, block size."""
     dt = draw(dtypes() if dtype is None else dtype)
     symmetric = draw(st.booleans())
     m = draw(st.integers(1, max_rows))
-    d = draw(st.integers(1, 8))
+    d = draw(st.integers(1, max_dim))
     scale = draw(st.floats(0.1, 3.0))
     anchors = gaussian((m, d), draw(seeds()), scale, dt)
     anchor_labels = draw(labels(m))

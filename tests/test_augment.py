@@ -26,9 +26,13 @@ MAKERS: dict[str, Callable[[st.DrawFn], RandomAugmentation]] = {
         d(strengths()), d(strengths()), d(strengths()), d(strengths(0.5)), p=d(probabilities())
     ),
     "random_grayscale": lambda d: RandomGrayscale(d(probabilities())),
-    "gaussian_blur": lambda d: GaussianBlur(d(st.sampled_from([None, 1, 3, 5, 7])), (0.1, 2.0), d(probabilities())),
+    "gaussian_blur": lambda d: GaussianBlur(
+        d(st.sampled_from([None, 1, 3, 5, 7])), (0.1, 2.0), d(probabilities())
+    ),
     "solarize": lambda d: Solarize(d(st.floats(0, 1)), d(probabilities())),
-    "simclr": lambda d: SimCLRAugmentation(d(st.integers(1, 12)), d(st.floats(0, 1.5)), blur=d(st.booleans())),
+    "simclr": lambda d: SimCLRAugmentation(
+        d(st.integers(1, 12)), d(st.floats(0, 1.5)), blur=d(st.booleans())
+    ),
 }
 
 
@@ -111,7 +115,9 @@ IDENTITIES: dict[str, Callable[[int, int], RandomAugmentation]] = {
     "blur_p0": lambda h, w: GaussianBlur(p=0.0),
     "blur_one_tap": lambda h, w: GaussianBlur(1, p=1.0),
     "solarize_p0": lambda h, w: Solarize(0.5, 0.0),
-    "compose_of_identities": lambda h, w: Compose([HorizontalFlip(0.0), ColorJitter(p=1.0), GaussianBlur(p=0.0)]),
+    "compose_of_identities": lambda h, w: Compose(
+        [HorizontalFlip(0.0), ColorJitter(p=1.0), GaussianBlur(p=0.0)]
+    ),
 }
 
 
@@ -179,7 +185,9 @@ def test_simclr_defaults_follow_the_paper() -> None:
     """SimCLR's recipe: parameters from Chen et al. (2020), blur only from 64 px unless asked."""
     aug = SimCLRAugmentation(224, s=0.5)
     crop, flip, jitter, gray, blur = aug.augmentations
-    assert crop.size == (224, 224) and crop.scale == (0.08, 1.0) and crop.ratio == pytest.approx((3 / 4, 4 / 3))
+    assert (
+        crop.size == (224, 224) and crop.scale == (0.08, 1.0) and crop.ratio == pytest.approx((3 / 4, 4 / 3))
+    )
     assert flip.p == 0.5 and gray.p == 0.2 and blur.p == 0.5 and blur.sigma == (0.1, 2.0)
     assert jitter.p == 0.8
     assert [v for r in jitter.ranges for v in r] == pytest.approx([0.6, 1.4, 0.6, 1.4, 0.6, 1.4, -0.1, 0.1])

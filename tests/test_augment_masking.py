@@ -42,7 +42,7 @@ def test_views_are_reproducible_under_an_int_seed_or_a_generator(x, p, seed, com
     first = aug.views(x, n=2, generator=seed)
     again = aug.views(x, n=2, generator=seed)
     from_generator = aug.views(x, n=2, generator=torch.Generator().manual_seed(seed))
-    for a, b, c in zip(first, again, from_generator):
+    for a, b, c in zip(first, again, from_generator, strict=True):
         assert torch.equal(a, b) and torch.equal(a, c)
 
 
@@ -111,6 +111,8 @@ def test_random_mask_rejects_bad_inputs() -> None:
 
 def test_random_mask_registers_as_an_augmentation() -> None:
     registered: dict[str, object] = {}
-    masking.register_augmentations(lambda name, factory, override=False: registered.__setitem__(name, factory))
+    masking.register_augmentations(
+        lambda name, factory, override=False: registered.__setitem__(name, factory)
+    )
     assert registered == {"random_mask": RandomMask}
     assert "mask_prob=0.5, complementary=True" in repr(RandomMask())

@@ -45,11 +45,13 @@ def _run(problem: EngineProblem, backend: str, seed: int) -> tuple[RowStats, lis
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> None:
     """Assert equality up to ``rtol`` times the larger magnitude (and equal infinities)."""
-    a, b = a.double(), b.double()
+    a, b = a.detach().double(), b.detach().double()
     assert torch.equal(torch.isinf(a), torch.isinf(b))
     a, b = a[torch.isfinite(a)], b[torch.isfinite(b)]
-    scale = max(1.0, float(a.abs().max(initial=0.0)), float(b.abs().max(initial=0.0)))
-    assert float((a - b).abs().max(initial=0.0)) <= rtol * scale
+    if a.numel() == 0:
+        return
+    scale = max(1.0, float(a.abs().max()), float(b.abs().max()))
+    assert float((a - b).abs().max()) <= rtol * scale
 
 
 @given(problem=engine_problems(), seed=seeds())
@@ -65,7 +67,7 @@ def test_chunked_equals_reference_on_values_and_gradients(problem: EngineProblem
         _close(g_out, g_ref, grad_tol)
 
 
-@given(problem=engine_problems(dtype=st.just(torch.float64), max_rows=12))
+@given(problem=engine_problems(dtype=st.just(torch.float64), max_rows=7, max_dim=3))
 def test_chunked_gradients_pass_gradcheck_in_float64(problem: EngineProblem) -> None:
     anchors, candidates, temperature = _inputs(problem)
 

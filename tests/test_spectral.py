@@ -26,7 +26,9 @@ from contrastive.losses.spectral import (
 
 
 @st.composite
-def view_pairs(draw: st.DrawFn, min_batch: int = 2, max_batch: int = 12, max_dim: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+def view_pairs(
+    draw: st.DrawFn, min_batch: int = 2, max_batch: int = 12, max_dim: int = 6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Two float64 views (B, D) of equal shape, drawn from a seeded Gaussian with a drawn scale."""
     b = draw(st.integers(min_batch, max_batch))
     d = draw(st.integers(1, max_dim))
@@ -66,7 +68,9 @@ def linear_materialised(z1: torch.Tensor, z2: torch.Tensor, weight: torch.Tensor
     b = z1.shape[0]
     sim = z1 @ z2.T
     off = ~torch.eye(b, dtype=torch.bool)
-    return -sim.diagonal().mean() + sim[off].sum() / (b * (b - 1)) + reg / 2 * (weight @ weight.T).square().sum()
+    return (
+        -sim.diagonal().mean() + sim[off].sum() / (b * (b - 1)) + reg / 2 * (weight @ weight.T).square().sum()
+    )
 
 
 def grads(fn, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[no-untyped-def]
@@ -84,7 +88,7 @@ def test_spectral_loss_matches_materialised_form_in_value_and_gradient(pair, mu)
     torch.testing.assert_close(spectral_contrastive_loss(z1, z2, mu=mu), spectral_materialised(z1, z2, mu))
     ours = grads(lambda a, b: spectral_contrastive_loss(a, b, mu=mu), z1, z2)
     ref = grads(lambda a, b: spectral_materialised(a, b, mu), z1, z2)
-    for g_ours, g_ref in zip(ours, ref):
+    for g_ours, g_ref in zip(ours, ref, strict=True):
         assert torch.isfinite(g_ours).all()
         torch.testing.assert_close(g_ours, g_ref)
 
@@ -93,20 +97,26 @@ def test_spectral_loss_matches_materialised_form_in_value_and_gradient(pair, mu)
 def test_spectral_loss_is_invariant_to_permuting_the_pairs(pair, mu, seed) -> None:  # type: ignore[no-untyped-def]
     z1, z2 = pair
     perm = torch.randperm(z1.shape[0], generator=torch.Generator().manual_seed(seed))
-    torch.testing.assert_close(spectral_contrastive_loss(z1[perm], z2[perm], mu=mu), spectral_contrastive_loss(z1, z2, mu=mu))
+    torch.testing.assert_close(
+        spectral_contrastive_loss(z1[perm], z2[perm], mu=mu), spectral_contrastive_loss(z1, z2, mu=mu)
+    )
 
 
 @given(view_pairs(), mus, st.integers(0, 2**31 - 1))
 def test_spectral_loss_is_invariant_to_rotating_the_embedding(pair, mu, seed) -> None:  # type: ignore[no-untyped-def]
     z1, z2 = pair
     q = orthogonal(z1.shape[1], seed)
-    torch.testing.assert_close(spectral_contrastive_loss(z1 @ q, z2 @ q, mu=mu), spectral_contrastive_loss(z1, z2, mu=mu))
+    torch.testing.assert_close(
+        spectral_contrastive_loss(z1 @ q, z2 @ q, mu=mu), spectral_contrastive_loss(z1, z2, mu=mu)
+    )
 
 
 @given(view_pairs(), mus)
 def test_spectral_loss_is_symmetric_in_the_two_views(pair, mu) -> None:  # type: ignore[no-untyped-def]
     z1, z2 = pair
-    torch.testing.assert_close(spectral_contrastive_loss(z2, z1, mu=mu), spectral_contrastive_loss(z1, z2, mu=mu))
+    torch.testing.assert_close(
+        spectral_contrastive_loss(z2, z1, mu=mu), spectral_contrastive_loss(z1, z2, mu=mu)
+    )
 
 
 @given(view_pairs(min_batch=4), mus, st.data())
@@ -115,11 +125,13 @@ def test_spectral_statistics_of_shards_add_up_to_the_whole_batch(pair, mu, data)
     b = z1.shape[0]
     cut = data.draw(st.integers(2, b - 2))
     parts = [spectral_statistics(z1[:cut], z2[:cut], mu=mu), spectral_statistics(z1[cut:], z2[cut:], mu=mu)]
-    summed = SpectralStatistics(*(a + c for a, c in zip(*parts)))
+    summed = SpectralStatistics(*(a + c for a, c in zip(*parts, strict=True)))
     whole = spectral_statistics(z1, z2, mu=mu)
-    for got, want in zip(summed, whole):
+    for got, want in zip(summed, whole, strict=True):
         torch.testing.assert_close(got, want)
-    torch.testing.assert_close(spectral_loss_from_statistics(summed), spectral_contrastive_loss(z1, z2, mu=mu))
+    torch.testing.assert_close(
+        spectral_loss_from_statistics(summed), spectral_contrastive_loss(z1, z2, mu=mu)
+    )
 
 
 @given(view_pairs(), st.sampled_from([0.25, 1.0, 9.0]))
@@ -179,19 +191,23 @@ def test_spectral_loss_rejects_a_bad_mu(mu) -> None:  # type: ignore[no-untyped-
 @given(view_pairs(), st.integers(1, 7), st.sampled_from([0.1, 1.0, 5.0]), st.integers(0, 2**31 - 1))
 def test_linear_loss_matches_materialised_form_in_value_and_gradient(pair, d_in, reg, seed) -> None:  # type: ignore[no-untyped-def]
     z1, z2 = pair
-    weight = torch.randn(z1.shape[1], d_in, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    weight = torch.randn(
+        z1.shape[1], d_in, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     ours = linear_spectral_contrastive_loss(z1, z2, weight=weight, reg=reg)
     torch.testing.assert_close(ours, linear_materialised(z1, z2, weight, reg))
     got = grads(lambda a, b, w: linear_spectral_contrastive_loss(a, b, weight=w, reg=reg), z1, z2, weight)
     want = grads(lambda a, b, w: linear_materialised(a, b, w, reg), z1, z2, weight)
-    for g_ours, g_ref in zip(got, want):
+    for g_ours, g_ref in zip(got, want, strict=True):
         torch.testing.assert_close(g_ours, g_ref)
 
 
 @given(view_pairs(), st.integers(1, 7), st.integers(0, 2**31 - 1))
 def test_linear_loss_without_weight_is_the_loss_minus_the_penalty(pair, d_in, seed) -> None:  # type: ignore[no-untyped-def]
     z1, z2 = pair
-    weight = torch.randn(z1.shape[1], d_in, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    weight = torch.randn(
+        z1.shape[1], d_in, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     full = LinearSpectralContrastiveLoss(reg=2.0)(z1, z2, weight=weight)
     bare = LinearSpectralContrastiveLoss(reg=2.0)(z1, z2)
     torch.testing.assert_close(full - bare, weight_penalty(weight))  # reg / 2 = 1
@@ -213,7 +229,9 @@ def test_linear_loss_is_invariant_to_permuting_pairs_and_rotating_the_map(pair, 
 
 def test_linear_loss_module_registers_and_rejects_bad_inputs() -> None:
     registered: dict[str, object] = {}
-    linear_spectral.register_losses(lambda name, factory, override=False: registered.__setitem__(name, factory))
+    linear_spectral.register_losses(
+        lambda name, factory, override=False: registered.__setitem__(name, factory)
+    )
     assert registered == {"linear_spectral": LinearSpectralContrastiveLoss}
     z = torch.zeros(4, 3)
     loss = LinearSpectralContrastiveLoss()

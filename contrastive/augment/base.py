@@ -44,7 +44,7 @@ class Augmentation(torch.nn.Module):
 
 
 def check_probability(name: str, p: float) -> float:
-    """Return ``p`` as a float after checking it lies in [0, 1]; raise ``ValueError`` naming ``name`` otherwise."""
+    """Return ``p`` as a float if it lies in [0, 1], else raise ``ValueError`` naming ``name``."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
     return float(p)
@@ -59,13 +59,15 @@ def check_images(x: torch.Tensor, channels: tuple[int, ...] | None = None, name:
     if not (x.dtype.is_floating_point or x.dtype == torch.uint8):
         raise ValueError(f"{name} must be a float tensor in [0, 1] or uint8, got dtype {x.dtype}")
     if channels is not None and x.shape[1] not in channels:
-        raise ValueError(f"{name} must have {' or '.join(map(str, channels))} channels, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have {' or '.join(map(str, channels))} channels, got shape {tuple(x.shape)}"
+        )
     if x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"{name} must have positive height and width, got shape {tuple(x.shape)}")
 
 
 def to_float_images(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Return ``x`` as float in [0, 1] (uint8 divided by 255, half precisions widened to float32) and whether it was copied."""
+    """Return ``x`` as float in [0, 1] (uint8 / 255; half precisions as float32) and whether it was copied."""
     if x.dtype == torch.uint8:
         return x.to(torch.float32).div_(255.0), True
     if x.dtype in (torch.float16, torch.bfloat16):
@@ -81,23 +83,10 @@ def from_float_images(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def draw_device(generator: torch.Generator | None, device: torch.device | str | None) -> torch.device:
-    """The device random draws happen on: the generator's when one is given, else ``device`` (CPU if ``None``)."""
+    """Where random draws happen: the generator's device if given, else ``device`` (CPU if ``None``)."""
     if generator is not None:
         return generator.device
     return torch.device("cpu" if device is None else device)
-
-
-def uniform(
-    low: float | torch.Tensor,
-    high: float | torch.Tensor,
-    size: tuple[int, ...],
-    generator: torch.Generator | None,
-    device: torch.device | str | None,
-) -> torch.Tensor:
-    """Draw float32 values from U[low, high) on the draw device and move them to ``device``."""
-    u = torch.rand(size, generator=generator, device=draw_device(generator, device))
-    out = u * (high - low) + low
-    return out.to(device) if device is not None else out
 
 
 P = TypeVar("P")

@@ -1,4 +1,4 @@
-"""Gaussian blur with a per-sample standard deviation, as two batched matrix products."""
+"""Gaussian blur with a per-sample standard deviation, batched."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from contrastive.augment.base import RandomAugmentation, check_probability, draw_device
 from contrastive.hookspecs import Register, hookimpl
 
-__all__ = ["BlurParams", "GaussianBlur", "blur_matrix", "simclr_kernel_size"]
+__all__ = ["BlurParams", "GaussianBlur", "blur_matrix", "gaussian_taps", "simclr_kernel_size"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ def simclr_kernel_size(side: int) -> int:
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
-    """Mirror indices into [0, size) without repeating the edge pixel (``reflect`` padding, applied repeatedly)."""
+    """Mirror indices into [0, size) without repeating the edge pixel (repeated ``reflect`` padding)."""
     if size == 1:
         return torch.zeros_like(index)
     period = 2 * (size - 1)
@@ -35,17 +36,17 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, period - index, index)
 
 
-def blur_matrix(sigma: torch.Tensor, kernel_size: int, size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Per-sample (size x size) matrices of a normalised Gaussian of ``kernel_size`` taps with reflect padding.
+def blur_matrix(
+    sigma: torch.Tensor, kernel_size: int, size: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Per-sample (size x size) matrices of a normalised Gaussian of ``kernel_size`` taps, reflect padded.
 
     ``(K @ v)[i] = sum_d g(d) v[reflect(i + d)]`` with ``g(d) ∝ exp(-d² / (2 sigma²))``
     for ``|d| <= kernel_size // 2``.
     """
     device = sigma.device
     radius = kernel_size // 2
-    d = torch.arange(-radius, radius + 1, device=device, dtype=torch.float64)
-    g = torch.exp(-(d[None, :] ** 2) / (2 * sigma.to(torch.float64)[:, None] ** 2))
-    g = g / g.sum(dim=1, keepdim=True)
+    g = gaussian_taps(sigma, kernel_size)
     rows = torch.arange(size, device=device)
     cols = _reflect(rows[:, None] + torch.arange(-radius, radius + 1, device=device)[None, :], size)
     n = sigma.shape[0]
@@ -54,13 +55,47 @@ def blur_matrix(sigma: torch.Tensor, kernel_size: int, size: int, dtype: torch.d
     return k.to(dtype)
 
 
+def gaussian_taps(sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Per-sample normalised taps ``g(d) ∝ exp(-d² / (2 sigma²))``, ``|d| <= kernel_size // 2`` (float64)."""
+    radius = kernel_size // 2
+    d = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float64)
+    g = torch.exp(-(d[None, :] ** 2) / (2 * sigma.to(torch.float64)[:, None] ** 2))
+    return g / g.sum(dim=1, keepdim=True)
+
+
+def _blur_conv(xs: torch.Tensor, sigma: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """Separable blur as two depthwise convolutions over reflect-padded images (needs radius < side)."""
+    n, c, h, w = xs.shape
+    y = F.pad(xs.reshape(1, n * c, h, w), (kw // 2, kw // 2, kh // 2, kh // 2), mode="reflect")
+    for k, shape in ((kh, (n * c, 1, kh, 1)), (kw, (n * c, 1, 1, kw))):
+        if k > 1:
+            taps = gaussian_taps(sigma, k).to(xs.dtype).repeat_interleave(c, dim=0)
+            y = F.conv2d(y, taps.view(shape), groups=n * c)
+    return y.view(n, c, h, w)
+
+
+def _blur_matmul(xs: torch.Tensor, sigma: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """Separable blur as ``K_h @ x @ K_wᵀ`` with dense per-sample matrices (any kernel size)."""
+    n, c, h, w = xs.shape
+    if kw > 1:
+        kx = blur_matrix(sigma, kw, w, xs.dtype)
+        xs = torch.bmm(xs.reshape(n, c * h, w), kx.transpose(1, 2)).view(n, c, h, w)
+    if kh > 1:
+        xs = torch.matmul(blur_matrix(sigma, kh, h, xs.dtype)[:, None], xs)
+    return xs
+
+
 def _odd_size(kernel_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     """Check ``kernel_size`` is None or one or two positive odd ints."""
     if kernel_size is None:
         return None
     pair = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-    if len(pair) != 2 or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in pair):
-        raise ValueError(f"kernel_size must be None or a positive odd int or pair of them, got {kernel_size!r}")
+    if len(pair) != 2 or any(
+        isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in pair
+    ):
+        raise ValueError(
+            f"kernel_size must be None or a positive odd int or pair of them, got {kernel_size!r}"
+        )
     return int(pair[0]), int(pair[1])
 
 
@@ -69,8 +104,9 @@ class GaussianBlur(RandomAugmentation[BlurParams]):
 
     The kernel has ``kernel_size`` taps per axis (default: 10 % of that image side, made
     odd, as in SimCLR, Chen et al. 2020, which uses ``sigma`` in [0.1, 2.0] and p = 0.5)
-    with reflect padding. The blur is computed as ``K_h @ x @ K_wᵀ`` with per-sample
-    banded matrices, so the whole batch is two matrix products.
+    with reflect padding, applied separably: two depthwise convolutions over the whole
+    batch (or, when the kernel radius reaches the image side, two products with per-sample
+    banded matrices that reflect repeatedly).
     """
 
     def __init__(
@@ -79,7 +115,7 @@ class GaussianBlur(RandomAugmentation[BlurParams]):
         sigma: Sequence[float] = (0.1, 2.0),
         p: float = 0.5,
     ) -> None:
-        """Blur with probability ``p``, standard deviation drawn from ``sigma``, ``kernel_size`` taps (None: 10 %)."""
+        """Blur with probability ``p``, sigma drawn from ``sigma``, ``kernel_size`` taps (None: 10 %)."""
         super().__init__()
         self.kernel_size = _odd_size(kernel_size)
         try:
@@ -121,14 +157,11 @@ class GaussianBlur(RandomAugmentation[BlurParams]):
             return x
         idx = applied.nonzero().squeeze(1)
         sigma = params.sigma.to(x.device).index_select(0, idx)
-        n = idx.shape[0]
         xs = x.index_select(0, idx)
-        if kw > 1:
-            kx = blur_matrix(sigma, kw, w, x.dtype)
-            xs = torch.bmm(xs.view(n, c * h, w), kx.transpose(1, 2)).view(n, c, h, w)
-        if kh > 1:
-            ky = blur_matrix(sigma, kh, h, x.dtype)
-            xs = torch.matmul(ky[:, None], xs)
+        if kh // 2 < h and kw // 2 < w:
+            xs = _blur_conv(xs, sigma, kh, kw)
+        else:
+            xs = _blur_matmul(xs, sigma, kh, kw)
         return x.index_copy_(0, idx, xs.clamp_(0, 1))
 
     def extra_repr(self) -> str:

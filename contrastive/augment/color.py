@@ -26,7 +26,7 @@ _RGB_TO_YIQ = (
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
-    """Luma ``0.299 R + 0.587 G + 0.114 B`` of a (B, 3, H, W) batch as (B, 1, H, W); 1-channel input is returned as is."""
+    """Luma ``0.299 R + 0.587 G + 0.114 B`` of a (B, 3, H, W) batch as (B, 1, H, W); 1 channel: as is."""
     if x.shape[1] == 1:
         return x
     w = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device)
@@ -40,8 +40,8 @@ def hue_matrix(hue: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.T
     ``hue`` in [-0.5, 0.5] is a fraction of the colour wheel; positive values move red
     towards yellow and green, like a positive HSV hue shift. A zero shift gives the identity exactly.
     """
-    t = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64, device=hue.device)
-    t_inv = torch.linalg.inv(t)
+    t_cpu = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)
+    t, t_inv = t_cpu.to(hue.device), torch.linalg.inv(t_cpu).to(hue.device)
     angle = -2 * math.pi * hue.to(torch.float64)
     cos, sin = torch.cos(angle) - 1, torch.sin(angle)
     rot = torch.zeros(hue.shape[0], 3, 3, dtype=torch.float64, device=hue.device)
@@ -89,7 +89,7 @@ class _CoinAugmentation(RandomAugmentation[CoinParams]):
 
 
 class RandomGrayscale(_CoinAugmentation):
-    """Replace each RGB image by its luma ``0.299 R + 0.587 G + 0.114 B`` on all channels with probability ``p``.
+    """With probability ``p``, replace each RGB image by its luma ``0.299 R + 0.587 G + 0.114 B``.
 
     SimCLR (Chen et al. 2020) uses p = 0.2 after colour jitter. One-channel images are left as they are.
     """

@@ -46,12 +46,14 @@ def check_size(name: str, size: int | Sequence[int]) -> tuple[int, int]:
     except TypeError:
         pair = (size,)
     if len(pair) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in pair):
-        raise ValueError(f"{name} must be a positive int or a pair of positive ints (height, width), got {size!r}")
+        raise ValueError(
+            f"{name} must be a positive int or a pair of positive ints (height, width), got {size!r}"
+        )
     return int(pair[0]), int(pair[1])
 
 
 def _source_coords(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
-    """Normalised grid coordinates (align_corners=False) sampling ``length`` pixels from ``start`` at ``out_size`` points.
+    """Normalised grid coordinates (align_corners=False) resampling ``length`` pixels from ``start``.
 
     Pixel centre ``o`` of the output maps to ``start + (o + 0.5) * length / out_size - 0.5``,
     clamped to the crop, as when the crop is cut out and then resized bilinearly.
@@ -84,7 +86,7 @@ class RandomResizedCrop(RandomAugmentation[CropParams]):
         scale: Sequence[float] = (0.08, 1.0),
         ratio: Sequence[float] = (3 / 4, 4 / 3),
     ) -> None:
-        """Crop with area fraction in ``scale`` and aspect ratio (width/height) in ``ratio``, resize to ``size``."""
+        """Crop area fraction in ``scale``, aspect ratio (width/height) in ``ratio``; resize to ``size``."""
         super().__init__()
         self.size = check_size("size", size)
         self.scale = _pair("scale", scale)
@@ -115,9 +117,9 @@ class RandomResizedCrop(RandomAugmentation[CropParams]):
         # fallback: the largest central box whose aspect ratio lies within `ratio`
         in_ratio = width / height
         if in_ratio < self.ratio[0]:
-            fw, fh = width, int(round(width / self.ratio[0]))
+            fw, fh = width, max(1, min(height, int(round(width / self.ratio[0]))))
         elif in_ratio > self.ratio[1]:
-            fw, fh = int(round(height * self.ratio[1])), height
+            fw, fh = max(1, min(width, int(round(height * self.ratio[1])))), height
         else:
             fw, fh = width, height
         w = torch.where(found, w.gather(1, first).squeeze(1), float(fw))
@@ -148,9 +150,10 @@ class RandomResizedCrop(RandomAugmentation[CropParams]):
         if flip is not None:
             flip = flip.to(dev)
             gx = torch.where(flip[:, None], gx.flip(1), gx)
-        grid = torch.empty(b, out_h, out_w, 2, dtype=x.dtype, device=dev)
-        grid[..., 0] = gx[:, None, :]
-        grid[..., 1] = gy[:, :, None]
+        gx, gy = gx.to(x.dtype), gy.to(x.dtype)
+        grid = torch.stack(
+            [gx[:, None, :].expand(b, out_h, out_w), gy[:, :, None].expand(b, out_h, out_w)], dim=-1
+        )
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         if (out_h, out_w) == (height, width):
             # whole-image boxes at their own size are returned exactly

@@ -47,7 +47,9 @@ def _factor_range(name: str, value: float | Sequence[float]) -> tuple[float, flo
     try:
         low, high = (float(v) for v in value)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a non-negative number or a pair (min, max), got {value!r}") from None
+        raise ValueError(
+            f"{name} must be a non-negative number or a pair (min, max), got {value!r}"
+        ) from None
     if not 0 <= low <= high:
         raise ValueError(f"{name} must be a pair 0 <= min <= max, got {value!r}")
     return low, high
@@ -117,7 +119,9 @@ class ColorJitter(RandomAugmentation[JitterParams]):
         hi = torch.tensor([r[1] for r in self.ranges], device=dev)
         factors = u[:, :4] * (hi - lo) + lo
         enabled = torch.tensor(self.enabled, dtype=torch.long, device=dev)
-        order = enabled[u[:, 4 : 4 + n].argsort(dim=1)] if n else torch.zeros(b, 0, dtype=torch.long, device=dev)
+        order = (
+            enabled[u[:, 4 : 4 + n].argsort(dim=1)] if n else torch.zeros(b, 0, dtype=torch.long, device=dev)
+        )
         applied = u[:, -1] < self.p
         out = device if device is not None else dev
         f = factors.to(out)
@@ -129,7 +133,9 @@ class ColorJitter(RandomAugmentation[JitterParams]):
         order = params.order.to(device)
         b = applied.shape[0]
         f = {
-            i: torch.where(applied, getattr(params, name).to(device=device, dtype=torch.float64), _IDENTITY[i])
+            i: torch.where(
+                applied, getattr(params, name).to(device=device, dtype=torch.float64), _IDENTITY[i]
+            )
             for i, name in enumerate(_NAMES)
         }
         eye = torch.eye(channels, dtype=torch.float64, device=device)
@@ -145,7 +151,9 @@ class ColorJitter(RandomAugmentation[JitterParams]):
         mats, contrast = [], []
         for t in range(order.shape[1]):
             op = order[:, t][:, None, None]
-            m = torch.where(op == BRIGHTNESS, scale[BRIGHTNESS], torch.where(op == CONTRAST, scale[CONTRAST], eye))
+            m = torch.where(
+                op == BRIGHTNESS, scale[BRIGHTNESS], torch.where(op == CONTRAST, scale[CONTRAST], eye)
+            )
             m = torch.where(op == SATURATION, sat, torch.where(op == HUE, hue, m))
             mats.append(m.to(dtype))
             contrast.append(torch.where(order[:, t] == CONTRAST, f[CONTRAST], 1.0).to(dtype))
@@ -166,7 +174,7 @@ class ColorJitter(RandomAugmentation[JitterParams]):
         for start in range(0, b, chunk):
             stop = min(b, start + chunk)
             src, dst = flat[start:stop], work[: stop - start]
-            for m, k, use in zip(mats, contrast, use_contrast):
+            for m, k, use in zip(mats, contrast, use_contrast, strict=True):
                 m = m[start:stop]
                 if use:
                     k = k[start:stop]
@@ -183,7 +191,7 @@ class ColorJitter(RandomAugmentation[JitterParams]):
 
     def extra_repr(self) -> str:
         """Show the ranges and ``p``."""
-        parts = [f"{name}={r}" for name, r in zip(_NAMES, self.ranges)]
+        parts = [f"{name}={r}" for name, r in zip(_NAMES, self.ranges, strict=True)]
         return ", ".join(parts) + f", p={self.p}"
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from contrastive.augment.base import Augmentation, GeneratorLike, as_generator
+from contrastive.augment.base import Augmentation, GeneratorLike, as_generator, check_probability, draw_device
 from contrastive.hookspecs import Register, hookimpl
 
 __all__ = ["RandomMask"]
 
 
 class RandomMask(Augmentation):
-    r"""Random masking of vectors: :math:`x \mapsto A x` with :math:`A = \operatorname{diag}(a_1, \dots, a_d)`.
+    r"""Random masking of vectors: :math:`x \mapsto A x`, :math:`A = \operatorname{diag}(a_1, \dots, a_d)`.
 
     Each coordinate is kept (:math:`a_k = 1`) with probability ``mask_prob``,
     independently per sample and coordinate, and zeroed otherwise. With
@@ -25,32 +25,32 @@ class RandomMask(Augmentation):
     """
 
     def __init__(self, mask_prob: float = 0.5, complementary: bool = True) -> None:
-        """Store the keep probability ``mask_prob`` in [0, 1] and whether two views use complementary masks."""
+        """Store the keep probability ``mask_prob`` in [0, 1] and whether two views are complementary."""
         super().__init__()
-        if isinstance(mask_prob, bool) or not isinstance(mask_prob, (int, float)) or not (0.0 <= mask_prob <= 1.0):
-            raise ValueError(f"mask_prob must be a probability in [0, 1] (the chance to keep a coordinate), got {mask_prob!r}")
+        self.mask_prob = check_probability("mask_prob", mask_prob)
         if not isinstance(complementary, bool):
             raise ValueError(f"complementary must be a bool, got {complementary!r}")
-        self.mask_prob = float(mask_prob)
         self.complementary = complementary
 
     def mask(self, x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
         """Draw a 0/1 keep-mask with the shape, dtype and device of the (B, d) batch ``x``."""
         _check_vectors(x)
         g = as_generator(generator, x.device)
-        u = torch.rand(x.shape, generator=g, device=x.device)
-        return (u < self.mask_prob).to(x.dtype)
+        u = torch.rand(x.shape, generator=g, device=draw_device(g, x.device))
+        return (u < self.mask_prob).to(device=x.device, dtype=x.dtype)
 
     def forward(self, x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
         """Return one masked view ``A x`` of the (B, d) batch ``x``."""
         return x * self.mask(x, generator)
 
     def views(self, x: torch.Tensor, n: int = 2, generator: GeneratorLike = None) -> list[torch.Tensor]:
-        """Return ``n`` masked views; with ``complementary=True`` (then ``n`` must be 2) they are ``[A x, (I - A) x]``."""
+        """Return ``n`` masked views; if ``complementary`` (then ``n`` must be 2), ``[A x, (I - A) x]``."""
         if not self.complementary:
             return super().views(x, n=n, generator=generator)
         if isinstance(n, bool) or not isinstance(n, int) or n != 2:
-            raise ValueError(f"complementary masks couple exactly two views, got n={n!r}; use n=2 or complementary=False")
+            raise ValueError(
+                f"complementary masks couple exactly two views, got n={n!r}; use n=2 or complementary=False"
+            )
         a = self.mask(x, generator)
         return [x * a, x * (1 - a)]
 

@@ -62,7 +62,7 @@ class Compose(RandomAugmentation[tuple]):
 
     def _apply(self, x: torch.Tensor, params: tuple) -> torch.Tensor:
         """Apply each augmentation with its parameters."""
-        for aug, p in zip(self.augmentations, params):
+        for aug, p in zip(self.augmentations, params, strict=True):
             x = aug._apply(x, p)
         return x
 
@@ -86,7 +86,7 @@ class SimCLRAugmentation(Compose):
         scale: Sequence[float] = (0.08, 1.0),
         ratio: Sequence[float] = (3 / 4, 4 / 3),
     ) -> None:
-        """SimCLR's augmentation to ``size`` x ``size`` with colour strength ``s``; ``blur=None``: on from 64 px."""
+        """SimCLR's augmentation to ``size`` x ``size``, colour strength ``s``; ``blur=None``: from 64 px."""
         size = check_size("size", size)
         if isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0:
             raise ValueError(f"s must be a non-negative number, got {s!r}")
@@ -107,7 +107,7 @@ class SimCLRAugmentation(Compose):
         """Crop and flip in one resampling, then the colour operations and blur in place."""
         crop, _flip, *rest = self.augmentations
         x = crop.resample(x, params[0], flip=params[1].flip)
-        for aug, p in zip(rest, params[2:]):
+        for aug, p in zip(rest, params[2:], strict=True):
             x = aug._apply(x, p)
         return x
 

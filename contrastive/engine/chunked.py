@@ -24,6 +24,7 @@ import torch
 from contrastive.engine.reference import compute_dtype
 from contrastive.engine.tiles import (
     NEG_INF,
+    exponent_shifts,
     finite_or_zero,
     grad_tile,
     negative_logits,
@@ -60,6 +61,11 @@ def _coefficients(
     return g_neg * gammas, g_pos_lse, g_pos_sum
 
 
+def _rows(x: Tensor | None, rows: slice) -> Tensor | None:
+    """Slice ``x`` by ``rows`` unless it is None."""
+    return None if x is None else x[rows]
+
+
 class ChunkedRowStats(torch.autograd.Function):
     """Row statistics of ``anchors`` against distinct ``candidates``, tile by tile."""
 
@@ -92,6 +98,7 @@ class ChunkedRowStats(torch.autograd.Function):
         c = candidates.to(dtype)
         neg_coef, pos_lse_coef, pos_sum_coef = _coefficients(grads, lse, exponents)
         lse, pos_lse = finite_or_zero(lse), finite_or_zero(pos_lse)
+        shift = exponent_shifts(lse, neg_coef)
         da, dc = torch.zeros_like(a), torch.zeros_like(c)
         d_inv_tau = torch.zeros((), dtype=dtype, device=a.device)
         for i0 in range(0, a.shape[0], block):
@@ -100,11 +107,11 @@ class ChunkedRowStats(torch.autograd.Function):
                 cols = slice(j0, j0 + block)
                 sim = a[rows] @ c[cols].T
                 same, positive = tile_masks(anchor_labels[rows], candidate_labels[cols], anchor_index[rows], j0)
-                dsim = grad_tile(sim, negative_logits(sim, same, exponents), positive, lse[rows], pos_lse[rows],
-                                 neg_coef[rows], pos_lse_coef[rows], pos_sum_coef[rows], dim=1)
+                dsim = grad_tile(sim, negative_logits(sim, same, exponents), positive, lse[rows], neg_coef[rows],
+                                 _rows(shift, rows), pos_lse[rows], pos_lse_coef[rows], pos_sum_coef[rows], dim=1)
                 da[rows].addmm_(dsim, c[cols])
                 dc[cols].addmm_(dsim.T, a[rows])
-                d_inv_tau += (dsim * sim).sum()
+                d_inv_tau += torch.dot(dsim.reshape(-1), sim.reshape(-1))
         grad_a = (da * inv_tau).to(anchors.dtype) if ctx.needs_input_grad[0] else None
         grad_c = dc.to(candidates.dtype) if ctx.needs_input_grad[1] else None
         grad_t = (d_inv_tau / inv_tau).to(inv_tau.dtype) if ctx.needs_input_grad[5] else None
@@ -149,6 +156,7 @@ class SymmetricChunkedRowStats(torch.autograd.Function):
         n = zc.shape[0]
         neg_coef, pos_lse_coef, pos_sum_coef = _coefficients(grads, lse, exponents)
         lse, pos_lse = finite_or_zero(lse), finite_or_zero(pos_lse)
+        shift = exponent_shifts(lse, neg_coef)
         dz = torch.zeros_like(zc)
         d_inv_tau = torch.zeros((), dtype=dtype, device=z.device)
         index = torch.arange(n, device=z.device)
@@ -160,14 +168,14 @@ class SymmetricChunkedRowStats(torch.autograd.Function):
                 diagonal = i0 == j0
                 same, positive = tile_masks(labels[rows], labels[cols], index[rows] if diagonal else None, j0)
                 negatives = negative_logits(sim, same, exponents)
-                dsim = grad_tile(sim, negatives, positive, lse[rows], pos_lse[rows],
-                                 neg_coef[rows], pos_lse_coef[rows], pos_sum_coef[rows], dim=1)
+                dsim = grad_tile(sim, negatives, positive, lse[rows], neg_coef[rows], _rows(shift, rows),
+                                 pos_lse[rows], pos_lse_coef[rows], pos_sum_coef[rows], dim=1)
                 if not diagonal:
-                    dsim.add_(grad_tile(sim, negatives, positive, lse[cols], pos_lse[cols],
-                                        neg_coef[cols], pos_lse_coef[cols], pos_sum_coef[cols], dim=0))
+                    dsim.add_(grad_tile(sim, negatives, positive, lse[cols], neg_coef[cols], _rows(shift, cols),
+                                        pos_lse[cols], pos_lse_coef[cols], pos_sum_coef[cols], dim=0))
                 dz[rows].addmm_(dsim, zc[cols])
                 dz[cols].addmm_(dsim.T, zc[rows])
-                d_inv_tau += (dsim * sim).sum()
+                d_inv_tau += torch.dot(dsim.reshape(-1), sim.reshape(-1))
         grad_z = (dz * inv_tau).to(z.dtype) if ctx.needs_input_grad[0] else None
         grad_t = (d_inv_tau / inv_tau).to(inv_tau.dtype) if ctx.needs_input_grad[2] else None
         return grad_z, None, grad_t, None, None

@@ -1,4 +1,4 @@
-"""Linear contrastive learning: the spiked covariance model, subspace distances and the estimator of Ji et al."""
+"""Linear contrastive learning (Ji et al.): spiked covariance data, subspace distances, the estimator."""
 
 from contrastive.linear.data import noise_profile, spiked_covariance
 from contrastive.linear.estimator import (

@@ -16,9 +16,13 @@ def as_rng(random_state: RandomState) -> np.random.Generator:
     """Turn ``None``, an int seed or a ``numpy.random.Generator`` into a ``numpy.random.Generator``."""
     if isinstance(random_state, np.random.Generator):
         return random_state
-    if random_state is None or (isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool)):
+    if random_state is None or (
+        isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool)
+    ):
         return np.random.default_rng(random_state)
-    raise ValueError(f"random_state must be None, an int seed or a numpy.random.Generator, got {random_state!r}")
+    raise ValueError(
+        f"random_state must be None, an int seed or a numpy.random.Generator, got {random_state!r}"
+    )
 
 
 def noise_profile(
@@ -27,7 +31,7 @@ def noise_profile(
     noise: Literal["heteroskedastic", "homoskedastic"] = "heteroskedastic",
     noise_ratio: float = 10.0,
 ) -> np.ndarray:
-    """Per-coordinate noise standard deviations (d,): constant, or linear from ``noise_std`` down to ``noise_std / noise_ratio``."""
+    """Noise std per coordinate (d,): constant, or linear from ``noise_std`` to ``noise_std/noise_ratio``."""
     _check_positive_int("d", d)
     _check_positive("noise_std", noise_std, allow_zero=True)
     if noise == "homoskedastic":
@@ -35,7 +39,9 @@ def noise_profile(
     if noise == "heteroskedastic":
         _check_positive("noise_ratio", noise_ratio)
         if noise_ratio < 1:
-            raise ValueError(f"noise_ratio must be >= 1 (largest over smallest noise std), got noise_ratio={noise_ratio!r}")
+            raise ValueError(
+                f"noise_ratio must be >= 1 (largest over smallest noise std), got noise_ratio={noise_ratio!r}"
+            )
         return np.linspace(noise_std, noise_std / noise_ratio, d)
     raise ValueError(f"noise must be 'heteroskedastic' or 'homoskedastic', got noise={noise!r}")
 
@@ -51,7 +57,7 @@ def spiked_covariance(
     noise_ratio: float = 10.0,
     random_state: RandomState = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    r"""Draw ``n`` samples of :math:`x = U z + \xi` and return ``(X, U)``: X (n, d) and the true basis U (d, r).
+    r"""Draw ``n`` samples of :math:`x = U z + \xi`; return ``(X, U)``, X (n, d) and the true basis U (d, r).
 
     The spiked covariance model of Ji et al. (arXiv:2110.02473): :math:`U` is a
     uniformly random d x r matrix with orthonormal columns (so incoherent with

@@ -25,7 +25,8 @@ def masked_contrastive_matrix(X: Any, mask_prob: float = 0.5, complementary: boo
     For views :math:`x^{(1)} = A x`, :math:`x^{(2)} = B x` the loss of
     :class:`~contrastive.losses.linear_spectral.LinearSpectralContrastiveLoss`
     over all n samples equals :math:`-\operatorname{tr}(W M W^\top) + \frac{\lambda}{2}\|W^\top W\|_F^2`
-    with :math:`M = \frac1n\sum_i \operatorname{sym}(x^{(1)}_i x^{(2)\top}_i) - \frac{1}{n(n-1)}\sum_{i\ne j}\operatorname{sym}(x^{(1)}_i x^{(2)\top}_j)`.
+    with :math:`M = \frac1n\sum_i \operatorname{sym}(x^{(1)}_i x^{(2)\top}_i)
+    - \frac{1}{n(n-1)}\sum_{i\ne j}\operatorname{sym}(x^{(1)}_i x^{(2)\top}_j)`.
     :math:`M` enters linearly, so the loss averaged over the masks is the same
     expression with :math:`\bar M = \mathbb{E}[M]`. With keep probability p,
     :math:`S = \sum_i x_i x_i^\top` and :math:`s = \sum_i x_i`:
@@ -81,6 +82,16 @@ class LinearContrastive:
     (Adam, cosine-annealed learning rate, data rescaled by one scalar, which
     rescales the minimiser exactly) and converges to the same subspace.
 
+    Args:
+        n_components: r, the dimension of the representation.
+        mask_prob: p, the probability that view 1 keeps a coordinate (view 2 keeps the rest).
+        reg: the penalty weight :math:`\lambda > 0`; it scales ``weight_``, not the subspace.
+        solver: ``"closed_form"`` or ``"sgd"``.
+        complementary: ``False`` draws independent masks for the two views; :math:`\bar M` is then
+            :math:`p^2` times the sample covariance and the estimator reduces to PCA.
+        max_iter, batch_size, learning_rate: epochs, mini-batch size and Adam step for ``sgd``.
+        random_state: seed or ``numpy.random.Generator`` for the ``sgd`` initialisation and masks.
+
     Attributes (after ``fit``): ``components_`` (r, d) orthonormal rows spanning
     the row space of ``weight_``, ordered by ``eigenvalues_``; ``weight_`` (r, d)
     the learned map W; ``eigenvalues_`` (r,) the Rayleigh quotients
@@ -100,7 +111,7 @@ class LinearContrastive:
         complementary: bool = True,
         max_iter: int = 200,
         batch_size: int = 256,
-        learning_rate: float = 0.02,
+        learning_rate: float = 0.05,
         random_state: RandomState = None,
     ) -> None:
         """Store the hyper-parameters; they are validated by :meth:`fit` (scikit-learn convention)."""
@@ -128,7 +139,9 @@ class LinearContrastive:
         """Set constructor parameters by name and return ``self``."""
         for name, value in params.items():
             if name not in self._param_names:
-                raise ValueError(f"unknown parameter {name!r} for LinearContrastive; valid: {', '.join(self._param_names)}")
+                raise ValueError(
+                    f"unknown parameter {name!r} for LinearContrastive; valid: {', '.join(self._param_names)}"
+                )
             setattr(self, name, value)
         return self
 
@@ -190,12 +203,16 @@ class LinearContrastive:
         # x / c at W' equals c**-4 times the loss on x at c W', so the minimiser for x is c W'.
         scale = math.sqrt(float(np.square(x).mean())) or 1.0
         data = torch.as_tensor(x / scale, dtype=torch.float64)
-        weight = torch.nn.Parameter(torch.randn(self.n_components, d, generator=g, dtype=torch.float64) / math.sqrt(d))
+        weight = torch.nn.Parameter(
+            torch.randn(self.n_components, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+        )
         augment = RandomMask(self.mask_prob, complementary=self.complementary)
         batch = min(self.batch_size, n)
         steps_per_epoch = max(1, n // batch)  # drop the ragged last batch
         optimizer = torch.optim.Adam([weight], lr=self.learning_rate)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.max_iter * steps_per_epoch)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=self.max_iter * steps_per_epoch
+        )
         self.loss_curve_: list[float] = []
         for _ in range(self.max_iter):
             order = torch.randperm(n, generator=g)
@@ -203,7 +220,9 @@ class LinearContrastive:
             for step in range(steps_per_epoch):
                 xb = data[order[step * batch : (step + 1) * batch]]
                 v1, v2 = augment.views(xb, n=2, generator=g)
-                loss = linear_spectral_contrastive_loss(v1 @ weight.T, v2 @ weight.T, weight=weight, reg=self.reg)
+                loss = linear_spectral_contrastive_loss(
+                    v1 @ weight.T, v2 @ weight.T, weight=weight, reg=self.reg
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -219,28 +238,48 @@ class LinearContrastive:
             raise ValueError(f"n_components must be a positive int, got n_components={r!r}")
         _check_mask_prob(self.mask_prob)
         if not _positive_number(self.reg):
-            raise ValueError(f"reg must be a positive finite number (the penalty weight lambda), got reg={self.reg!r}")
+            raise ValueError(
+                f"reg must be a positive finite number (the penalty weight lambda), got reg={self.reg!r}"
+            )
         if self.solver not in ("closed_form", "sgd"):
             raise ValueError(f"solver must be 'closed_form' or 'sgd', got solver={self.solver!r}")
         if not isinstance(self.complementary, bool):
             raise ValueError(f"complementary must be a bool, got complementary={self.complementary!r}")
         for name in ("max_iter", "batch_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (2 if name == "batch_size" else 1):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or value < (2 if name == "batch_size" else 1)
+            ):
                 least = 2 if name == "batch_size" else 1
                 raise ValueError(f"{name} must be an int >= {least}, got {name}={value!r}")
         if not _positive_number(self.learning_rate):
-            raise ValueError(f"learning_rate must be a positive finite number, got learning_rate={self.learning_rate!r}")
+            raise ValueError(
+                f"learning_rate must be a positive finite number, got learning_rate={self.learning_rate!r}"
+            )
         as_rng(self.random_state)  # raises ValueError for anything but None, an int or a Generator
 
 
 def _positive_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value > 0
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.floating))
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def _check_mask_prob(mask_prob: float) -> None:
-    if isinstance(mask_prob, bool) or not isinstance(mask_prob, (int, float, np.floating)) or not 0 < mask_prob < 1:
-        raise ValueError(f"mask_prob must be in the open interval (0, 1) (the chance to keep a coordinate), got mask_prob={mask_prob!r}")
+    if (
+        isinstance(mask_prob, bool)
+        or not isinstance(mask_prob, (int, float, np.floating))
+        or not 0 < mask_prob < 1
+    ):
+        raise ValueError(
+            "mask_prob must be in the open interval (0, 1) (the chance to keep a coordinate), "
+            f"got mask_prob={mask_prob!r}"
+        )
 
 
 def _as_data(X: Any, min_rows: int = 2) -> np.ndarray:
@@ -248,7 +287,10 @@ def _as_data(X: Any, min_rows: int = 2) -> np.ndarray:
         X = X.detach().cpu().numpy()
     x = np.asarray(X, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < min_rows or x.shape[1] < 1:
-        raise ValueError(f"X must be a 2-D (n_samples, n_features) array with at least {min_rows} rows, got shape {x.shape}")
+        raise ValueError(
+            f"X must be a 2-D (n_samples, n_features) array with at least {min_rows} rows, "
+            f"got shape {x.shape}"
+        )
     if not np.all(np.isfinite(x)):
         raise ValueError("X must be finite, got NaN or infinite entries")
     return x

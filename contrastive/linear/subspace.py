@@ -16,7 +16,9 @@ def orthonormal_basis(basis: Any, name: str = "basis") -> np.ndarray:
     tol = (s[0] if s.size else 0.0) * max(a.shape) * np.finfo(np.float64).eps
     rank = int((s > tol).sum())
     if rank < a.shape[1]:
-        raise ValueError(f"{name} must have linearly independent columns, got shape {a.shape} with rank {rank}")
+        raise ValueError(
+            f"{name} must have linearly independent columns, got shape {a.shape} with rank {rank}"
+        )
     return u
 
 
@@ -33,7 +35,9 @@ def sin_theta_distance(U: Any, V: Any, norm: Literal["fro", "spectral"] = "fro")
     u = orthonormal_basis(U, "U")
     v = orthonormal_basis(V, "V")
     if u.shape[0] != v.shape[0]:
-        raise ValueError(f"U and V must live in the same ambient dimension (rows), got {u.shape[0]} and {v.shape[0]}")
+        raise ValueError(
+            f"U and V must live in the same ambient dimension (rows), got {u.shape[0]} and {v.shape[0]}"
+        )
     if norm == "fro":
         # ||P_U - P_V||_F^2 = ||(I - P_U) V||_F^2 + ||(I - P_V) U||_F^2; residuals keep small angles accurate.
         cross = u.T @ v

@@ -29,9 +29,13 @@ def linear_spectral_contrastive_loss(
 ) -> torch.Tensor:
     """Ji et al.'s linear contrastive loss of two views; see :class:`LinearSpectralContrastiveLoss`."""
     if z1.ndim != 2 or z2.ndim != 2:
-        raise ValueError(f"views must be 2-D (B, r) tensors, got shapes {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"views must be 2-D (B, r) tensors, got shapes {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if z1.shape != z2.shape:
-        raise ValueError(f"the two views must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"the two views must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     n = z1.shape[0]
     if n < 2:
         raise ValueError(f"views need at least 2 rows (pairs) for the negative term, got B={n}")
@@ -43,7 +47,8 @@ def linear_spectral_contrastive_loss(
     if weight is not None:
         if weight.ndim != 2 or weight.shape[0] != z1.shape[1]:
             raise ValueError(
-                f"weight must be the (r, d) map with r = {z1.shape[1]} rows (the views' width), got shape {tuple(weight.shape)}"
+                f"weight must be the (r, d) map with r = {z1.shape[1]} rows (the views' width), "
+                f"got shape {tuple(weight.shape)}"
             )
         loss = loss + 0.5 * reg * weight_penalty(weight)
     return loss
@@ -89,7 +94,7 @@ class LinearSpectralContrastiveLoss(torch.nn.Module):
     def forward(
         self, *views: torch.Tensor, labels: torch.Tensor | None = None, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Return the loss of exactly two views, each (B, r), plus the penalty when ``weight`` (r, d) is given."""
+        """Return the loss of two views, each (B, r), plus the penalty when ``weight`` (r, d) is given."""
         z1, z2 = _two_views("linear_spectral", views, labels)
         return linear_spectral_contrastive_loss(z1, z2, weight=weight, reg=self.reg)
 

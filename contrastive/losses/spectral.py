@@ -23,8 +23,10 @@ class SpectralStatistics(NamedTuple):
     """Additive batch statistics that determine the spectral contrastive loss.
 
     Every field is a sum over the samples of a batch, so statistics of shards
-    (micro-batches, or ranks after an autograd-aware ``all_reduce``) add up to
-    the statistics of the whole batch.
+    (micro-batches, or ranks) add up to the statistics of the whole batch. Across
+    ranks, sum them with an autograd-aware all-reduce
+    (``torch.distributed.nn.functional.all_reduce``) so that every rank's samples
+    receive the gradient of the global-batch loss; the cost is O(D²) per rank.
     """
 
     count: torch.Tensor
@@ -48,7 +50,7 @@ def clip_norm(z: torch.Tensor, mu: float) -> torch.Tensor:
 
 
 def spectral_statistics(z1: torch.Tensor, z2: torch.Tensor, mu: float | None = None) -> SpectralStatistics:
-    """Return the additive statistics of a batch of positive pairs ``(z1_i, z2_i)``, after the optional norm clip."""
+    """Return the additive statistics of the positive pairs ``(z1_i, z2_i)``, after the optional clip."""
     _check_pair(z1, z2)
     if mu is not None:
         z1, z2 = clip_norm(z1, mu), clip_norm(z2, mu)
@@ -66,7 +68,10 @@ def spectral_loss_from_statistics(stats: SpectralStatistics) -> torch.Tensor:
     """Combine (possibly summed) :class:`SpectralStatistics` into the spectral contrastive loss."""
     n = stats.count
     if float(n) < 2:
-        raise ValueError(f"the spectral contrastive loss needs at least 2 pairs for its negative term, got count={float(n)}")
+        raise ValueError(
+            "the spectral contrastive loss needs at least 2 pairs for its negative term, "
+            f"got count={float(n)}"
+        )
     # Σ_{i,j} <z1_i, z2_j>² = ||Z1 Z2ᵀ||_F² = <Z1ᵀZ1, Z2ᵀZ2>_F; remove the i = j terms.
     all_pairs = (stats.gram1 * stats.gram2).sum()
     negative = (all_pairs - stats.pos_sq_sum) / (n * (n - 1))
@@ -119,21 +124,28 @@ class SpectralContrastiveLoss(torch.nn.Module):
         return f"mu={self.mu}"
 
 
-def _two_views(name: str, views: tuple[torch.Tensor, ...], labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _two_views(
+    name: str, views: tuple[torch.Tensor, ...], labels: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     if len(views) != 2:
         raise ValueError(f"the {name} loss takes exactly 2 views, got {len(views)} views")
     if labels is not None:
         raise ValueError(
-            f"the {name} loss pairs view 1 row i with view 2 row i and takes no labels; got labels={labels!r}, pass labels=None"
+            f"the {name} loss pairs row i of view 1 with row i of view 2 and takes no labels; "
+            f"got labels={labels!r}, pass labels=None"
         )
     return views[0], views[1]
 
 
 def _check_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
     if z1.ndim != 2 or z2.ndim != 2:
-        raise ValueError(f"views must be 2-D (B, D) tensors, got shapes {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"views must be 2-D (B, D) tensors, got shapes {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if z1.shape != z2.shape:
-        raise ValueError(f"the two views must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"the two views must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if z1.shape[0] < 2:
         raise ValueError(f"views need at least 2 rows (pairs) for the negative term, got B={z1.shape[0]}")
 
