@@ -7,7 +7,7 @@ import math
 import torch
 
 from contrastive.hookspecs import Register, hookimpl
-from contrastive.losses.spectral import _two_views
+from contrastive.losses.spectral import _check_pair, _two_views
 
 __all__ = ["LinearSpectralContrastiveLoss", "linear_spectral_contrastive_loss", "weight_penalty"]
 
@@ -28,17 +28,8 @@ def linear_spectral_contrastive_loss(
     reg: float = 1.0,
 ) -> torch.Tensor:
     """Ji et al.'s linear contrastive loss of two views; see :class:`LinearSpectralContrastiveLoss`."""
-    if z1.ndim != 2 or z2.ndim != 2:
-        raise ValueError(
-            f"views must be 2-D (B, r) tensors, got shapes {tuple(z1.shape)} and {tuple(z2.shape)}"
-        )
-    if z1.shape != z2.shape:
-        raise ValueError(
-            f"the two views must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
-        )
+    _check_pair(z1, z2)
     n = z1.shape[0]
-    if n < 2:
-        raise ValueError(f"views need at least 2 rows (pairs) for the negative term, got B={n}")
     _check_reg(reg)
     pos_sum = (z1 * z2).sum()
     # Σ_{i≠j} <z1_i, z2_j> = <Σ_i z1_i, Σ_j z2_j> - Σ_i <z1_i, z2_i>: O(B·r), no B x B matrix.

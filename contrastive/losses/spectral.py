@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import torch
 
+from contrastive._validation import check_embeddings
 from contrastive.hookspecs import Register, hookimpl
 
 __all__ = [
@@ -51,7 +52,7 @@ def clip_norm(z: torch.Tensor, mu: float) -> torch.Tensor:
 
 def spectral_statistics(z1: torch.Tensor, z2: torch.Tensor, mu: float | None = None) -> SpectralStatistics:
     """Return the additive statistics of the positive pairs ``(z1_i, z2_i)``, after the optional clip."""
-    _check_pair(z1, z2)
+    _check_pair(z1, z2, min_rows=1)  # a shard may hold a single pair
     if mu is not None:
         z1, z2 = clip_norm(z1, mu), clip_norm(z2, mu)
     pos = (z1 * z2).sum(dim=1)
@@ -80,6 +81,7 @@ def spectral_loss_from_statistics(stats: SpectralStatistics) -> torch.Tensor:
 
 def spectral_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, mu: float | None = None) -> torch.Tensor:
     r"""Spectral contrastive loss of two views; see :class:`SpectralContrastiveLoss` for the formula."""
+    _check_pair(z1, z2)
     return spectral_loss_from_statistics(spectral_statistics(z1, z2, mu=mu))
 
 
@@ -137,17 +139,15 @@ def _two_views(
     return views[0], views[1]
 
 
-def _check_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
-    if z1.ndim != 2 or z2.ndim != 2:
-        raise ValueError(
-            f"views must be 2-D (B, D) tensors, got shapes {tuple(z1.shape)} and {tuple(z2.shape)}"
-        )
+def _check_pair(z1: torch.Tensor, z2: torch.Tensor, min_rows: int = 2) -> None:
+    check_embeddings(z1, "z1")  # 2-D, floating, finite
+    check_embeddings(z2, "z2")
     if z1.shape != z2.shape:
         raise ValueError(
             f"the two views must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
-    if z1.shape[0] < 2:
-        raise ValueError(f"views need at least 2 rows (pairs) for the negative term, got B={z1.shape[0]}")
+    if z1.shape[0] < min_rows:
+        raise ValueError(f"views need at least {min_rows} rows (pairs), got B={z1.shape[0]}")
 
 
 def _check_mu(mu: float) -> None:

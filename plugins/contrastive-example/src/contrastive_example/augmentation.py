@@ -1,4 +1,4 @@
-"""Additive Gaussian noise: a one-line augmentation for vectors or images."""
+"""Additive Gaussian noise: a one-line augmentation for feature vectors."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ from contrastive.augment.base import Augmentation, GeneratorLike, as_generator
 class GaussianNoise(Augmentation):
     r"""Adds independent noise :math:`x + \sigma \varepsilon`, :math:`\varepsilon \sim \mathcal{N}(0, I)`.
 
+    Meant for vectors ``(B, d)`` (tabular or embedding inputs): the output is not
+    clipped, so it does not keep images inside [0, 1].
+
     Args:
         sigma: standard deviation of the noise (0 returns the input unchanged).
     """
+
+    #: tells the conformance kit (and users) what this augmentation expects
+    input_kind = "vectors"
 
     def __init__(self, sigma: float = 0.1) -> None:
         super().__init__()

@@ -39,11 +39,15 @@ class AlignUniformLoss(torch.nn.Module):
         if views[0].ndim != 2 or shape[0] < 2 or any(v.shape != shape for v in views):
             shapes = [tuple(v.shape) for v in views]
             raise ValueError(f"views: expected equal (B >= 2, D) shapes, got {shapes}")
-        z = [F.normalize(v, dim=1) for v in views]
+        if not all(bool(torch.isfinite(v).all()) for v in views):
+            raise ValueError("views: embeddings contain NaN or Inf")
+        dtype = views[0].dtype
+        work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype  # pdist needs float32+
+        z = [F.normalize(v.to(work), dim=1) for v in views]
         align = torch.stack(
             [(a - b).norm(dim=1).pow(self.alpha).mean() for a, b in zip(z[:-1], z[1:], strict=True)]
         ).mean()
         uniform = torch.stack(
             [torch.pdist(v).pow(2).mul(-self.t).exp().mean().log() for v in z]
         ).mean()
-        return align + self.weight * uniform
+        return (align + self.weight * uniform).to(dtype)

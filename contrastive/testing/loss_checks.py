@@ -1,0 +1,193 @@
+"""``check_loss``: the invariants every contrastive loss plugin must keep.
+
+A loss is called the way every loss in this library is: ``loss(z1, z2)`` with two
+views of shape ``(B, D)``. The invariants:
+
+* returns a scalar floating tensor;
+* finite value and gradients, also at extreme temperatures (1e-3 and 10, when the
+  loss takes ``temperature``), at large and tiny norms (x1e4, x1e-4) and in half
+  precision (bf16, fp16; within 0.1 + 5 % of the float32 value);
+* invariant to permuting the samples of all views jointly;
+* autograd gradients equal finite differences in float64;
+* device and dtype follow the input (value and gradients);
+* malformed input (views of different shapes, 1-D views, NaN) raises ValueError or TypeError;
+* a deep copy and a ``state_dict`` round trip give the same value.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from hypothesis import strategies as st
+
+from contrastive.testing import strategies as cst
+from contrastive.testing._runner import (
+    DEFAULT_MAX_EXAMPLES,
+    ConformanceError,
+    Subject,
+    check_once,
+    check_property,
+    resolve,
+)
+
+Tensor = torch.Tensor
+
+
+def _two_views(dtype: torch.dtype = torch.float64, max_batch: int = 8, max_dim: int = 6,
+               scale: float | None = None) -> st.SearchStrategy[list[Tensor]]:
+    return cst.views(min_views=2, max_views=2, min_batch=2, max_batch=max_batch, max_dim=max_dim,
+                     dtype=dtype, scale=scale)
+
+
+def _value_and_grads(loss: Any, views: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    leaves = [v.detach().clone().requires_grad_(True) for v in views]
+    value = loss(*leaves)
+    if not isinstance(value, Tensor):
+        raise AssertionError(f"the loss returned {type(value).__name__}, not a tensor")
+    value.backward()
+    grads = [torch.zeros_like(v) if v.grad is None else v.grad for v in leaves]
+    return value.detach(), grads
+
+
+def _assert_finite(value: Tensor, grads: list[Tensor]) -> None:
+    assert torch.isfinite(value).all(), f"the loss is not finite: {value}"
+    for i, g in enumerate(grads):
+        assert torch.isfinite(g).all(), f"the gradient of view {i} is not finite"
+
+
+def _assert_close(a: Tensor, b: Tensor, rtol: float, atol: float, what: str) -> None:
+    a64, b64 = a.detach().double(), b.detach().double()
+    assert torch.allclose(a64, b64, rtol=rtol, atol=atol), f"{what}: {a64.tolist()} != {b64.tolist()}"
+
+
+def _scalar(subject: Subject, n: int) -> None:
+    def check(views: list[Tensor]) -> None:
+        value = subject.prototype(*views)
+        assert isinstance(value, Tensor), f"the loss returned {type(value).__name__}, not a tensor"
+        assert value.dim() == 0, f"the loss returned shape {tuple(value.shape)}, not a scalar"
+        assert value.is_floating_point(), f"the loss returned dtype {value.dtype}"
+
+    check_property(subject, "returns a scalar", _two_views(), check, n)
+
+
+def _finite(subject: Subject, n: int) -> None:
+    check_property(subject, "finite value and gradients",
+                   _two_views(), lambda v: _assert_finite(*_value_and_grads(subject.prototype, v)), n)
+    if subject.accepts_option("temperature"):
+        for t in (1e-3, 10.0):
+            loss = subject.fresh(temperature=t)
+            check_property(subject, f"finite value and gradients at temperature={t}",
+                           _two_views(torch.float32), lambda v, loss=loss: _assert_finite(*_value_and_grads(loss, v)), n)
+    for scale in (1e4, 1e-4):
+        check_property(subject, f"finite value and gradients at norms x{scale:g}",
+                       _two_views(torch.float32, scale=scale),
+                       lambda v: _assert_finite(*_value_and_grads(subject.prototype, v)), n)
+
+
+def _half_precision(subject: Subject, n: int) -> None:
+    def check(example: tuple[list[Tensor], torch.dtype]) -> None:
+        views, dtype = example
+        value, grads = _value_and_grads(subject.prototype, [v.to(dtype) for v in views])
+        _assert_finite(value, grads)
+        assert all(g.dtype == dtype for g in grads), f"gradients are {[g.dtype for g in grads]}, not {dtype}"
+        reference = subject.prototype(*[v.to(dtype).float() for v in views])
+        _assert_close(value, reference, rtol=0.05, atol=0.1, what=f"{dtype} value far from float32")
+
+    strategy = st.tuples(_two_views(torch.float32, scale=1.0), st.sampled_from([torch.bfloat16, torch.float16]))
+    check_property(subject, "half precision is finite and close to float32", strategy, check, n)
+
+
+def _permutation(subject: Subject, n: int) -> None:
+    def check(example: tuple[list[Tensor], int]) -> None:
+        views, seed = example
+        perm = torch.randperm(views[0].shape[0], generator=torch.Generator().manual_seed(seed))
+        _assert_close(subject.prototype(*views), subject.prototype(*[v[perm] for v in views]),
+                      rtol=1e-9, atol=1e-9, what="permuted value differs")
+
+    check_property(subject, "invariant to jointly permuting samples", st.tuples(_two_views(), cst.seeds()), check, n)
+
+
+def _gradcheck(subject: Subject, n: int) -> None:
+    def check(views: list[Tensor]) -> None:
+        leaves = tuple(v.detach().clone().requires_grad_(True) for v in views)
+        torch.autograd.gradcheck(lambda *v: subject.prototype(*v), leaves, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+    check_property(subject, "autograd gradients equal finite differences (float64)",
+                   _two_views(max_batch=5, max_dim=4, scale=1.0), check, n)
+
+
+def _device_and_dtype(subject: Subject, n: int) -> None:
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+    def check(example: tuple[list[Tensor], torch.dtype, str]) -> None:
+        views, dtype, device = example
+        loss = copy.deepcopy(subject.prototype).to(device)
+        value, grads = _value_and_grads(loss, [v.to(dtype=dtype, device=device) for v in views])
+        assert value.dtype == dtype, f"{dtype} input gave a {value.dtype} loss"
+        assert value.device.type == device, f"input on {device} gave a loss on {value.device}"
+        for g in grads:
+            assert (g.dtype, g.device.type) == (dtype, device), f"gradient is {g.dtype} on {g.device}"
+
+    strategy = st.tuples(_two_views(), st.sampled_from([torch.float32, torch.float64]), st.sampled_from(devices))
+    check_property(subject, "device and dtype follow the input", strategy, check, n)
+
+
+def _malformed(subject: Subject) -> None:
+    z = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    nan = z.clone()
+    nan[2, 1] = float("nan")
+    cases = {
+        "views of different shapes": (z, torch.randn(7, 4)),
+        "1-D views": (z[:, 0], z[:, 1]),
+        "NaN in the embeddings": (nan, z),
+    }
+    for what, views in cases.items():
+        def check(views: tuple[Tensor, ...] = views, what: str = what) -> None:
+            try:
+                subject.prototype(*views)
+            except (ValueError, TypeError) as exc:
+                assert str(exc), f"{what}: the error has no message"
+                return
+            raise AssertionError(f"{what}: no ValueError or TypeError was raised")
+
+        check_once(subject, f"clear error on malformed input ({what})", check)
+
+
+def _copies(subject: Subject) -> None:
+    views = [cst.gaussian((6, 5), seed) for seed in (1, 2)]
+
+    def check() -> None:
+        original = copy.deepcopy(subject.prototype)  # never change the caller's instance
+        with torch.no_grad():
+            for p in original.parameters() if isinstance(original, torch.nn.Module) else ():
+                if p.is_floating_point():
+                    p.add_(0.125)
+        value = original(*views)
+        _assert_close(copy.deepcopy(original)(*views), value, 0.0, 1e-12, "a deep copy gives another value")
+        if isinstance(original, torch.nn.Module):
+            restored = subject.fresh()
+            restored.load_state_dict(original.state_dict())
+            _assert_close(restored(*views), value, 0.0, 1e-12, "a state_dict round trip gives another value")
+
+    check_once(subject, "deep copy and state_dict round trip", check)
+
+
+def check_loss(loss: Any, max_examples: int = DEFAULT_MAX_EXAMPLES) -> None:
+    """Check that ``loss`` (a registered name, a class or an instance) keeps every loss invariant.
+
+    Raises :class:`~contrastive.testing.ConformanceError` (an ``AssertionError``)
+    naming the first broken invariant and hypothesis' minimal failing example.
+    """
+    subject = resolve("loss", loss)
+    if not callable(subject.prototype):
+        raise ConformanceError(f"loss {subject.name!r} is not callable")
+    _scalar(subject, max_examples)
+    _finite(subject, max_examples)
+    _half_precision(subject, max_examples)
+    _permutation(subject, max_examples)
+    _gradcheck(subject, max_examples)
+    _device_and_dtype(subject, max_examples)
+    _malformed(subject)
+    _copies(subject)
