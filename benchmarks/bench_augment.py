@@ -1,16 +1,18 @@
 """Throughput of the batched SimCLR augmentation against kornia's AugmentationSequential.
 
-Both run in this process one after another on the same batches: warm-up calls, then
-``--repeats`` timed calls; the median time gives images per second. Writes
+Both run in this process on the same batches: warm-up calls, then ``--repeats`` rounds
+in which each library is timed once (alternating, so both see the same machine load);
+the median time gives images per second. Writes
 ``benchmarks/results/augment.json`` and ``augment.md`` with the machine and commit.
 
-    python benchmarks/bench_augment.py [--repeats 7] [--devices cpu cuda]
+    python benchmarks/bench_augment.py [--repeats 7] [--devices cpu cuda] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -44,23 +46,27 @@ def kornia_simclr(size: int, blur: bool) -> torch.nn.Module:
     return K.AugmentationSequential(*ops)
 
 
-def time_call(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+def time_calls(
+    fns: dict[str, Callable[[], torch.Tensor]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, float]:
+    """Median seconds per call of each function; calls alternate between them (fair under varying load)."""
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for _ in range(warmup):
-        fn()
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     sync()
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def machine() -> dict[str, object]:
@@ -76,6 +82,14 @@ def machine() -> dict[str, object]:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "contrastive/augment", "benchmarks/bench_augment.py"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        if dirty:
+            commit += " + uncommitted changes to contrastive/augment"
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     try:
@@ -84,7 +98,6 @@ def machine() -> dict[str, object]:
         kornia_version = kornia.__version__
     except ImportError:
         kornia_version = None
-    import os
 
     return {
         "cpu": model,
@@ -95,6 +108,7 @@ def machine() -> dict[str, object]:
         "kornia": kornia_version,
         "python": platform.python_version(),
         "commit": commit,
+        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
     }
 
 
@@ -109,12 +123,15 @@ def run(devices: list[str], repeats: int, warmup: int) -> list[dict[str, object]
             ours = SimCLRAugmentation(size)
             seed = torch.Generator(device=device).manual_seed(0)
             row: dict[str, object] = {"device": name, "shape": "x".join(map(str, shape)), "blur": ours.blur}
-            row["contrastive_s"] = time_call(partial(ours, x, generator=seed), device, warmup, repeats)
+            fns: dict[str, Callable[[], torch.Tensor]] = {"contrastive": partial(ours, x, generator=seed)}
             try:
                 theirs = kornia_simclr(size, ours.blur).to(device)
-                row["kornia_s"] = time_call(partial(theirs, x), device, warmup, repeats)
+                fns["kornia"] = partial(theirs, x)
             except ImportError:
-                row["kornia_s"] = None
+                pass
+            medians = time_calls(fns, device, warmup, repeats)
+            row["contrastive_s"] = medians["contrastive"]
+            row["kornia_s"] = medians.get("kornia")
             row["contrastive_img_s"] = b / row["contrastive_s"]
             row["kornia_img_s"] = b / row["kornia_s"] if row["kornia_s"] else None
             row["speedup"] = row["kornia_s"] / row["contrastive_s"] if row["kornia_s"] else None
@@ -130,9 +147,11 @@ def markdown(rows: list[dict[str, object]], info: dict[str, object], repeats: in
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
         f"GPU {info['gpu'] or 'none'}; torch {info['torch']}, kornia {info['kornia']}, "
-        f"Python {info['python']}; commit `{info['commit']}`.",
+        f"Python {info['python']}; commit `{info['commit']}`; "
+        f"1-minute load average at start {info['load_average_1min_at_start']} (a shared machine).",
         "",
-        f"Median of {repeats} calls after warm-up; float32 input in [0, 1]; SimCLR (s = 1): crop "
+        f"Median of {repeats} calls after warm-up, alternating the two libraries call by call; "
+        "float32 input in [0, 1]; SimCLR (s = 1): crop "
         "(0.08-1, 3/4-4/3), flip 0.5, jitter (0.8, 0.8, 0.8, 0.2) p 0.8, grayscale 0.2, blur p 0.5 "
         "(kernel 10 % of side, sigma 0.1-2) at 224 px only (as in the paper). Hue: ours rotates YIQ "
         "chroma, kornia shifts HSV hue.",
@@ -158,12 +177,16 @@ def main() -> None:
     parser.add_argument(
         "--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     info = machine()
     rows = run(args.devices, args.repeats, args.warmup)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if "cpu" in args.devices else "_" + "_".join(args.devices)
+    suffix += "" if args.threads is None else f"_threads{args.threads}"
     (args.out / f"augment{suffix}.json").write_text(
         json.dumps({"machine": info, "results": rows}, indent=2) + "\n"
     )

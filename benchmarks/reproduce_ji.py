@@ -116,6 +116,7 @@ def machine() -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Run the sweep and return the results as a JSON-ready dict."""
+    host = machine()  # the commit and tree state the run starts from
     results: dict[str, dict[str, list[float]]] = {name: {} for name in args.methods}
     seconds = {name: 0.0 for name in args.methods}
     for n in args.ns:
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "mask_prob": 0.5,
             "complementary": True,
         },  # fmt: skip
-        "machine": machine(),
+        "machine": host,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "results": {
             name: {

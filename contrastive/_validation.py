@@ -15,7 +15,10 @@ def check_embeddings(x: object, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (batch, dim), got {type(x).__name__}")
     if x.dim() != 2 or not x.is_floating_point():
-        raise ValueError(f"{name} must be a 2-D floating tensor (batch, dim), got shape {tuple(x.shape)} and dtype {x.dtype}")
+        raise ValueError(
+            f"{name} must be a 2-D floating tensor (batch, dim), "
+            f"got shape {tuple(x.shape)} and dtype {x.dtype}"
+        )
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN or Inf value(s); embeddings must be finite")
@@ -30,11 +33,15 @@ def check_views(views: Sequence[object], min_views: int = 1, name: str = "views"
     first = checked[0]
     for i, v in enumerate(checked[1:], start=1):
         if v.shape != first.shape:
-            raise ValueError(f"{name} must all have one shape, got {name}[0] of shape {tuple(first.shape)} "
-                             f"and {name}[{i}] of shape {tuple(v.shape)}")
+            raise ValueError(
+                f"{name} must all have one shape, got {name}[0] of shape {tuple(first.shape)} "
+                f"and {name}[{i}] of shape {tuple(v.shape)}"
+            )
         if v.dtype != first.dtype or v.device != first.device:
-            raise ValueError(f"{name} must share dtype and device, got {name}[0] ({first.dtype}, {first.device}) "
-                             f"and {name}[{i}] ({v.dtype}, {v.device})")
+            raise ValueError(
+                f"{name} must share dtype and device, got {name}[0] ({first.dtype}, {first.device}) "
+                f"and {name}[{i}] ({v.dtype}, {v.device})"
+            )
     if first.shape[0] < 2:
         raise ValueError(f"{name} must hold at least two samples each, got batch size {first.shape[0]}")
     return checked
@@ -47,7 +54,9 @@ def check_labels(labels: object, batch_size: int, name: str = "labels") -> Tenso
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"{name} must have an integer dtype (e.g. torch.int64), got {labels.dtype}")
     if labels.shape != (batch_size,):
-        raise ValueError(f"{name} must have shape ({batch_size},) to match the batch, got {tuple(labels.shape)}")
+        raise ValueError(
+            f"{name} must have shape ({batch_size},) to match the batch, got {tuple(labels.shape)}"
+        )
     return labels.long()
 
 
@@ -74,7 +83,11 @@ def check_unit_interval(value: object, name: str) -> float:
 
 def check_non_negative(value: object, name: str) -> float:
     """Return ``value`` as float if it is finite and >= 0, else raise ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value >= 0)
+    ):
         raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
     return float(value)
 

@@ -68,7 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--check", action="store_true", help="exit with status 1 if any plugin failed")
     p.set_defaults(func=_cmd_plugins)
+    # the trainer parses its own options in the handler, so that only `contrastive train` imports it
+    t = sub.add_parser("train", help="train a representation (default: SimCLR on scikit-learn's digits)",
+                       add_help=False, prefix_chars="+")
+    t.add_argument("train_args", nargs=argparse.REMAINDER)
+    t.set_defaults(func=_cmd_train)
     return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from contrastive.train.run import main as train_main
+
+    return train_main(args.train_args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

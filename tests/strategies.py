@@ -31,7 +31,9 @@ def dtypes(choices: tuple[torch.dtype, ...] = FLOAT_DTYPES) -> st.SearchStrategy
     return st.sampled_from(choices)
 
 
-def gaussian(shape: tuple[int, ...], seed: int, scale: float = 1.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def gaussian(
+    shape: tuple[int, ...], seed: int, scale: float = 1.0, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """A seeded standard-normal tensor times ``scale``, built in float64 then cast to ``dtype``."""
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
@@ -39,7 +41,7 @@ def gaussian(shape: tuple[int, ...], seed: int, scale: float = 1.0, dtype: torch
 
 @st.composite
 def labels(draw: st.DrawFn, n: int) -> torch.Tensor:
-    """Integer labels of length ``n`` in one of several patterns: unique, one class, few classes, shuffled pairs."""
+    """Integer labels of length ``n``: unique, one class, a few classes, or shuffled pairs."""
     pattern = draw(st.sampled_from(["unique", "single", "few", "pairs"]))
     if pattern == "unique":
         out = torch.arange(n) * 3 - 5
@@ -55,8 +57,16 @@ def labels(draw: st.DrawFn, n: int) -> torch.Tensor:
 
 
 @st.composite
-def views(draw: st.DrawFn, min_views: int = 2, max_views: int = 4, min_batch: int = 2, max_batch: int = 10,
-          max_dim: int = 6, dtype: torch.dtype = torch.float64, scale: float | None = None) -> list[torch.Tensor]:
+def views(
+    draw: st.DrawFn,
+    min_views: int = 2,
+    max_views: int = 4,
+    min_batch: int = 2,
+    max_batch: int = 10,
+    max_dim: int = 6,
+    dtype: torch.dtype = torch.float64,
+    scale: float | None = None,
+) -> list[torch.Tensor]:
     """A list of views, each ``(B, D)``, seeded Gaussians with a drawn scale (unless ``scale`` is given)."""
     v = draw(st.integers(min_views, max_views))
     b = draw(st.integers(min_batch, max_batch))
@@ -89,8 +99,9 @@ class EngineProblem:
 
 
 @st.composite
-def engine_problems(draw: st.DrawFn, dtype: st.SearchStrategy[torch.dtype] | None = None,
-                    max_rows: int = 40, max_dim: int = 8) -> EngineProblem:
+def engine_problems(
+    draw: st.DrawFn, dtype: st.SearchStrategy[torch.dtype] | None = None, max_rows: int = 40, max_dim: int = 8
+) -> EngineProblem:
     """A random row-statistics problem: symmetric or not, any labels, self columns, exponents, block size."""
     dt = draw(dtypes() if dtype is None else dtype)
     symmetric = draw(st.booleans())
@@ -105,8 +116,20 @@ def engine_problems(draw: st.DrawFn, dtype: st.SearchStrategy[torch.dtype] | Non
         n = draw(st.integers(1, max_rows))
         candidates = gaussian((n, d), draw(seeds()), scale, dt)
         candidate_labels = torch.cat([anchor_labels, torch.full((n,), -1), draw(labels(n))])[
-            torch.randperm(m + 2 * n, generator=torch.Generator().manual_seed(draw(seeds())))[:n]]
+            torch.randperm(m + 2 * n, generator=torch.Generator().manual_seed(draw(seeds())))[:n]
+        ]
         anchor_index = torch.randint(-1, n, (m,), generator=torch.Generator().manual_seed(draw(seeds())))
-    exponents = tuple(draw(st.lists(st.sampled_from([1.0, 0.0, 0.5, 2.0, 1.5]), min_size=1, max_size=3, unique=True)))
-    return EngineProblem(anchors, candidates, anchor_labels, candidate_labels, anchor_index,
-                         draw(temperatures(0.05, 5.0)), exponents, draw(st.integers(1, max_rows + 5)), symmetric)
+    exponents = tuple(
+        draw(st.lists(st.sampled_from([1.0, 0.0, 0.5, 2.0, 1.5]), min_size=1, max_size=3, unique=True))
+    )
+    return EngineProblem(
+        anchors,
+        candidates,
+        anchor_labels,
+        candidate_labels,
+        anchor_index,
+        draw(temperatures(0.05, 5.0)),
+        exponents,
+        draw(st.integers(1, max_rows + 5)),
+        symmetric,
+    )

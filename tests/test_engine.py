@@ -11,8 +11,12 @@ from contrastive.engine import RowStats, reference_row_stats, row_stats
 from tests.strategies import EngineProblem, engine_problems, gaussian, seeds
 
 # (value tolerance, gradient tolerance relative to the largest gradient) per input dtype
-TOLERANCE = {torch.float64: (1e-10, 1e-9), torch.float32: (2e-4, 2e-4),
-             torch.bfloat16: (2e-4, 3e-2), torch.float16: (2e-4, 4e-3)}
+TOLERANCE = {
+    torch.float64: (1e-10, 1e-9),
+    torch.float32: (2e-4, 2e-4),
+    torch.bfloat16: (2e-4, 3e-2),
+    torch.float16: (2e-4, 4e-3),
+}
 
 
 def _inputs(problem: EngineProblem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -25,20 +29,34 @@ def _inputs(problem: EngineProblem) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 def _weighted_sum(stats: RowStats, seed: int) -> torch.Tensor:
     """A scalar that touches every statistic with random weights (skipping empty sets)."""
+
     def finite(x: torch.Tensor) -> torch.Tensor:
         return torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype))
+
     w = gaussian((stats.neg_lse.numel() + 2 * stats.pos_lse.numel(),), seed, dtype=stats.neg_lse.dtype)
     k = stats.neg_lse.numel()
     m = stats.pos_lse.numel()
-    return ((finite(stats.neg_lse).flatten() * w[:k]).sum() + (finite(stats.pos_lse) * w[k:k + m]).sum()
-            + (stats.pos_sum * w[k + m:]).sum())
+    return (
+        (finite(stats.neg_lse).flatten() * w[:k]).sum()
+        + (finite(stats.pos_lse) * w[k : k + m]).sum()
+        + (stats.pos_sum * w[k + m :]).sum()
+    )
 
 
 def _run(problem: EngineProblem, backend: str, seed: int) -> tuple[RowStats, list[torch.Tensor]]:
     """Row statistics and the gradients of a random scalar of them for ``backend``."""
     anchors, candidates, temperature = _inputs(problem)
-    stats = row_stats(anchors, candidates, problem.anchor_labels, problem.candidate_labels, problem.anchor_index,
-                      temperature, problem.exponents, backend=backend, block_size=problem.block_size)
+    stats = row_stats(
+        anchors,
+        candidates,
+        problem.anchor_labels,
+        problem.candidate_labels,
+        problem.anchor_index,
+        temperature,
+        problem.exponents,
+        backend=backend,
+        block_size=problem.block_size,
+    )
     leaves = [anchors, temperature] + ([] if problem.symmetric else [candidates])
     return stats, list(torch.autograd.grad(_weighted_sum(stats, seed), leaves))
 
@@ -62,7 +80,7 @@ def test_chunked_equals_reference_on_values_and_gradients(problem: EngineProblem
     for name in ("neg_lse", "pos_lse", "pos_sum"):
         _close(getattr(out, name), getattr(ref, name), value_tol)
     assert torch.equal(out.pos_count, ref.pos_count) and torch.equal(out.neg_count, ref.neg_count)
-    for g_out, g_ref in zip(out_grads, ref_grads):
+    for g_out, g_ref in zip(out_grads, ref_grads, strict=True):
         assert g_out.dtype == g_ref.dtype
         _close(g_out, g_ref, grad_tol)
 
@@ -72,12 +90,22 @@ def test_chunked_gradients_pass_gradcheck_in_float64(problem: EngineProblem) -> 
     anchors, candidates, temperature = _inputs(problem)
 
     def scalar(a: torch.Tensor, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        stats = row_stats(a, a if problem.symmetric else c, problem.anchor_labels, problem.candidate_labels,
-                          problem.anchor_index, t, problem.exponents, backend="chunked",
-                          block_size=problem.block_size)
+        stats = row_stats(
+            a,
+            a if problem.symmetric else c,
+            problem.anchor_labels,
+            problem.candidate_labels,
+            problem.anchor_index,
+            t,
+            problem.exponents,
+            backend="chunked",
+            block_size=problem.block_size,
+        )
         return _weighted_sum(stats, 0)
 
-    assert torch.autograd.gradcheck(scalar, (anchors, candidates.detach().clone().requires_grad_(), temperature))
+    assert torch.autograd.gradcheck(
+        scalar, (anchors, candidates.detach().clone().requires_grad_(), temperature)
+    )
 
 
 def test_counts_match_the_masks() -> None:
@@ -123,7 +151,7 @@ def test_the_symmetric_path_equals_the_general_path() -> None:
     labels = torch.arange(11) % 4
     sym = row_stats(z, z, labels, block_size=3)
     general = row_stats(z, z.clone(), labels, labels, torch.arange(11), block_size=3)
-    for a, b in zip(sym[:3], general[:3]):
+    for a, b in zip(sym[:3], general[:3], strict=True):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
@@ -136,13 +164,16 @@ def test_auto_backend_is_chunked_and_triton_is_not_available_yet() -> None:
         row_stats(z, z, torch.arange(4), backend="triton")
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"backend": "cuda"}, "backend"),
-    ({"block_size": 0}, "block_size"),
-    ({"temperature": 0.0}, "temperature"),
-    ({"temperature": float("nan")}, "temperature"),
-    ({"exponents": ()}, "exponents"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"backend": "cuda"}, "backend"),
+        ({"block_size": 0}, "block_size"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"exponents": ()}, "exponents"),
+    ],
+)
 def test_bad_engine_options_raise_value_error(kwargs: dict, match: str) -> None:
     z = gaussian((4, 2), 8)
     with pytest.raises(ValueError, match=match):

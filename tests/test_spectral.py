@@ -119,11 +119,11 @@ def test_spectral_loss_is_symmetric_in_the_two_views(pair, mu) -> None:  # type:
     )
 
 
-@given(view_pairs(min_batch=4), mus, st.data())
+@given(view_pairs(min_batch=3), mus, st.data())
 def test_spectral_statistics_of_shards_add_up_to_the_whole_batch(pair, mu, data) -> None:  # type: ignore[no-untyped-def]
     z1, z2 = pair
     b = z1.shape[0]
-    cut = data.draw(st.integers(2, b - 2))
+    cut = data.draw(st.integers(1, b - 1))  # a shard may hold a single pair
     parts = [spectral_statistics(z1[:cut], z2[:cut], mu=mu), spectral_statistics(z1[cut:], z2[cut:], mu=mu)]
     summed = SpectralStatistics(*(a + c for a, c in zip(*parts, strict=True)))
     whole = spectral_statistics(z1, z2, mu=mu)

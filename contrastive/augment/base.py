@@ -95,7 +95,11 @@ P = TypeVar("P")
 class RandomAugmentation(Augmentation, Generic[P]):
     """An augmentation split into a per-sample parameter draw and a deterministic application.
 
-    ``forward(x, generator)`` is ``apply(x, sample_params(x.shape, generator, x.device))``.
+    ``forward(x, generator)`` is ``apply(x, sample_params(x.shape, generator, x.device))``;
+    ``sample_params`` takes a ``torch.Generator`` (or ``None``: the global RNG) and draws on
+    its device. Input is a (B, C, H, W) batch, float in [0, 1] or uint8 in [0, 255]; the
+    output has the input's dtype: uint8 is augmented as float32 ``x / 255`` and rounded
+    back, float16/bfloat16 are computed in float32. The input is never modified.
     Subclasses implement :meth:`sample_params` and :meth:`_apply`; ``_apply`` receives a
     float tensor in [0, 1] that it may overwrite.
     """

@@ -82,7 +82,7 @@ class RandomResizedCrop(RandomAugmentation[CropParams]):
 
     def __init__(
         self,
-        size: int | Sequence[int],
+        size: int | Sequence[int] = 224,
         scale: Sequence[float] = (0.08, 1.0),
         ratio: Sequence[float] = (3 / 4, 4 / 3),
     ) -> None:

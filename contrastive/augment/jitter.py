@@ -127,8 +127,10 @@ class ColorJitter(RandomAugmentation[JitterParams]):
         f = factors.to(out)
         return JitterParams(f[:, 0], f[:, 1], f[:, 2], f[:, 3], order.to(out), applied.to(out))
 
-    def _step_matrices(self, params: JitterParams, channels: int, dtype: torch.dtype, device: torch.device):
-        """Per step and sample the colour matrix (steps, B, C, C) and the contrast factor (steps, B)."""
+    def _step_matrices(
+        self, params: JitterParams, channels: int, dtype: torch.dtype, device: torch.device
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per step, each sample's colour matrix (B, C, C) and contrast factor (B,) (1 if not contrast)."""
         applied = params.applied.to(device)
         order = params.order.to(device)
         b = applied.shape[0]

@@ -6,10 +6,11 @@ statistics are saved; backward recomputes every tile and applies
 
 .. math::
 
-    \\frac{\\partial L}{\\partial s_{ij}} = \\sum_e g_{ie}\\,\\gamma_e\\, e^{\\gamma_e s_{ij} - \\mathrm{lse}_{ie}}[j \\in N(i)]
+    \\frac{\\partial L}{\\partial s_{ij}} =
+    \\sum_e g_{ie}\\,\\gamma_e\\, e^{\\gamma_e s_{ij} - \\mathrm{lse}_{ie}}[j \\in N(i)]
     + \\big(h_i\\, e^{s_{ij} - \\mathrm{pos\\_lse}_i} + k_i\\big)[j \\in P(i)],
 
-then ``dZ = dS·C/τ``, ``dC = dSᵀ·Z/τ`` and ``d(1/τ) = Σ dS∘s / (1/τ)``. When the
+then ``dZ = dS·C/τ``, ``dC = dSᵀ·Z/τ`` and ``d(1/τ) = Σ_i <z_i, (dS·C)_i>``. When the
 anchors are the candidates (NT-Xent, SupCon), only tiles on and above the
 diagonal are computed and each serves both its rows and its columns.
 Works on any torch device; fp16/bf16 are accumulated in fp32.
@@ -24,10 +25,9 @@ import torch
 from contrastive.engine.reference import compute_dtype
 from contrastive.engine.tiles import (
     NEG_INF,
-    exponent_shifts,
-    finite_or_zero,
-    grad_tile,
-    negative_logits,
+    TileGradient,
+    is_direct_safe,
+    negative_terms,
     reduce_tile,
     tile_masks,
 )
@@ -51,70 +51,78 @@ def _empty_stats(m: int, e: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return lse, pos_lse, torch.zeros(m, dtype=like.dtype, device=like.device)
 
 
-def _coefficients(
-    grads: tuple[Tensor | None, ...], lse: Tensor, exponents: Sequence[float]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Return (γ·∂L/∂neg_lse, ∂L/∂pos_lse, ∂L/∂pos_sum), zeros where autograd passed None."""
-    g_neg, g_pos_lse, g_pos_sum = (torch.zeros_like(ref) if g is None else g.to(ref.dtype)
-                                   for g, ref in zip(grads, (lse, lse[:, 0], lse[:, 0])))
+def _gradient(
+    grads: tuple[Tensor | None, ...], lse: Tensor, pos_lse: Tensor, exponents: Sequence[float], direct: bool
+) -> TileGradient:
+    """Build the tile gradient from autograd's incoming gradients (None means zeros)."""
+    g_neg, g_pos_lse, g_pos_sum = (
+        torch.zeros_like(ref) if g is None else g.to(ref.dtype)
+        for g, ref in zip(grads, (lse, pos_lse, pos_lse), strict=True)
+    )
     gammas = torch.tensor(exponents, dtype=lse.dtype, device=lse.device)
-    return g_neg * gammas, g_pos_lse, g_pos_sum
-
-
-def _rows(x: Tensor | None, rows: slice) -> Tensor | None:
-    """Slice ``x`` by ``rows`` unless it is None."""
-    return None if x is None else x[rows]
+    return TileGradient(lse, pos_lse, g_neg * gammas, g_pos_lse, g_pos_sum, direct)
 
 
 class ChunkedRowStats(torch.autograd.Function):
     """Row statistics of ``anchors`` against distinct ``candidates``, tile by tile."""
 
     @staticmethod
-    def forward(ctx, anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, exponents, block):  # type: ignore[override]
+    def forward(
+        ctx, anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, exponents, block
+    ):  # type: ignore[override]
         """Compute ``(neg_lse, pos_lse, pos_sum)`` keeping one tile alive at a time."""
         dtype = compute_dtype(anchors.dtype)
         a = anchors.to(dtype) * inv_tau
         c = candidates.to(dtype)
+        direct = is_direct_safe(anchors.to(dtype), c, inv_tau, exponents)
         lse, pos_lse, pos_sum = _empty_stats(a.shape[0], len(exponents), a)
         for i0 in range(0, a.shape[0], block):
             rows = slice(i0, i0 + block)
             for j0 in range(0, c.shape[0], block):
                 cols = slice(j0, j0 + block)
                 sim = a[rows] @ c[cols].T
-                same, positive = tile_masks(anchor_labels[rows], candidate_labels[cols], anchor_index[rows], j0)
-                tile = reduce_tile(sim, negative_logits(sim, same, exponents), positive, dim=1)
-                _merge(lse, pos_lse, pos_sum, rows, tile)
-        ctx.save_for_backward(anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, lse, pos_lse)
-        ctx.exponents, ctx.block = tuple(exponents), block
+                same, positive = tile_masks(
+                    anchor_labels[rows], candidate_labels[cols], anchor_index[rows], j0
+                )
+                negatives = negative_terms(sim, same, exponents, direct)
+                _merge(lse, pos_lse, pos_sum, rows, reduce_tile(sim, negatives, positive, 1, direct))
+        ctx.save_for_backward(
+            anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, lse, pos_lse
+        )
+        ctx.exponents, ctx.block, ctx.direct = tuple(exponents), block, direct
         return lse, pos_lse, pos_sum
 
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[override]
         """Recompute each tile and accumulate the gradients of anchors, candidates and 1/τ."""
-        anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, lse, pos_lse = ctx.saved_tensors
-        exponents, block = ctx.exponents, ctx.block
+        anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, lse, pos_lse = (
+            ctx.saved_tensors
+        )
+        exponents, block, direct = ctx.exponents, ctx.block, ctx.direct
         dtype = compute_dtype(anchors.dtype)
         a = anchors.to(dtype) * inv_tau
         c = candidates.to(dtype)
-        neg_coef, pos_lse_coef, pos_sum_coef = _coefficients(grads, lse, exponents)
-        lse, pos_lse = finite_or_zero(lse), finite_or_zero(pos_lse)
-        shift = exponent_shifts(lse, neg_coef)
+        gradient = _gradient(grads, lse, pos_lse, exponents, direct)
         da, dc = torch.zeros_like(a), torch.zeros_like(c)
-        d_inv_tau = torch.zeros((), dtype=dtype, device=a.device)
         for i0 in range(0, a.shape[0], block):
             rows = slice(i0, i0 + block)
             for j0 in range(0, c.shape[0], block):
                 cols = slice(j0, j0 + block)
                 sim = a[rows] @ c[cols].T
-                same, positive = tile_masks(anchor_labels[rows], candidate_labels[cols], anchor_index[rows], j0)
-                dsim = grad_tile(sim, negative_logits(sim, same, exponents), positive, lse[rows], neg_coef[rows],
-                                 _rows(shift, rows), pos_lse[rows], pos_lse_coef[rows], pos_sum_coef[rows], dim=1)
+                same, positive = tile_masks(
+                    anchor_labels[rows], candidate_labels[cols], anchor_index[rows], j0
+                )
+                dsim = gradient.tile(sim, negative_terms(sim, same, exponents, direct), positive, rows, dim=1)
                 da[rows].addmm_(dsim, c[cols])
                 dc[cols].addmm_(dsim.T, a[rows])
-                d_inv_tau += torch.dot(dsim.reshape(-1), sim.reshape(-1))
+        # d(1/τ) = Σ dS_ij <anchors_i, c_j> = Σ_i <a_i, (dS·C)_i> / (1/τ)
+        grad_t = (
+            (torch.vdot(a.reshape(-1), da.reshape(-1)) / inv_tau).to(inv_tau.dtype)
+            if ctx.needs_input_grad[5]
+            else None
+        )
         grad_a = (da * inv_tau).to(anchors.dtype) if ctx.needs_input_grad[0] else None
         grad_c = dc.to(candidates.dtype) if ctx.needs_input_grad[1] else None
-        grad_t = (d_inv_tau / inv_tau).to(inv_tau.dtype) if ctx.needs_input_grad[5] else None
         return grad_a, grad_c, None, None, None, grad_t, None, None
 
 
@@ -128,6 +136,7 @@ class SymmetricChunkedRowStats(torch.autograd.Function):
         zc = z.to(dtype)
         zs = zc * inv_tau
         n = zc.shape[0]
+        direct = is_direct_safe(zc, zc, inv_tau, exponents)
         lse, pos_lse, pos_sum = _empty_stats(n, len(exponents), zc)
         index = torch.arange(n, device=z.device)
         for i0 in range(0, n, block):
@@ -137,28 +146,25 @@ class SymmetricChunkedRowStats(torch.autograd.Function):
                 sim = zs[rows] @ zc[cols].T
                 diagonal = i0 == j0
                 same, positive = tile_masks(labels[rows], labels[cols], index[rows] if diagonal else None, j0)
-                negatives = negative_logits(sim, same, exponents)
-                _merge(lse, pos_lse, pos_sum, rows, reduce_tile(sim, negatives, positive, dim=1))
+                negatives = negative_terms(sim, same, exponents, direct)
+                _merge(lse, pos_lse, pos_sum, rows, reduce_tile(sim, negatives, positive, 1, direct))
                 if not diagonal:
-                    _merge(lse, pos_lse, pos_sum, cols, reduce_tile(sim, negatives, positive, dim=0))
+                    _merge(lse, pos_lse, pos_sum, cols, reduce_tile(sim, negatives, positive, 0, direct))
         ctx.save_for_backward(z, labels, inv_tau, lse, pos_lse)
-        ctx.exponents, ctx.block = tuple(exponents), block
+        ctx.exponents, ctx.block, ctx.direct = tuple(exponents), block, direct
         return lse, pos_lse, pos_sum
 
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[override]
         """Recompute the upper tiles; each adds its row and column contributions to dZ."""
         z, labels, inv_tau, lse, pos_lse = ctx.saved_tensors
-        exponents, block = ctx.exponents, ctx.block
+        exponents, block, direct = ctx.exponents, ctx.block, ctx.direct
         dtype = compute_dtype(z.dtype)
         zc = z.to(dtype)
         zs = zc * inv_tau
         n = zc.shape[0]
-        neg_coef, pos_lse_coef, pos_sum_coef = _coefficients(grads, lse, exponents)
-        lse, pos_lse = finite_or_zero(lse), finite_or_zero(pos_lse)
-        shift = exponent_shifts(lse, neg_coef)
+        gradient = _gradient(grads, lse, pos_lse, exponents, direct)
         dz = torch.zeros_like(zc)
-        d_inv_tau = torch.zeros((), dtype=dtype, device=z.device)
         index = torch.arange(n, device=z.device)
         for i0 in range(0, n, block):
             rows = slice(i0, i0 + block)
@@ -167,15 +173,17 @@ class SymmetricChunkedRowStats(torch.autograd.Function):
                 sim = zs[rows] @ zc[cols].T
                 diagonal = i0 == j0
                 same, positive = tile_masks(labels[rows], labels[cols], index[rows] if diagonal else None, j0)
-                negatives = negative_logits(sim, same, exponents)
-                dsim = grad_tile(sim, negatives, positive, lse[rows], neg_coef[rows], _rows(shift, rows),
-                                 pos_lse[rows], pos_lse_coef[rows], pos_sum_coef[rows], dim=1)
+                negatives = negative_terms(sim, same, exponents, direct)
+                dsim = gradient.tile(sim, negatives, positive, rows, dim=1)
                 if not diagonal:
-                    dsim.add_(grad_tile(sim, negatives, positive, lse[cols], neg_coef[cols], _rows(shift, cols),
-                                        pos_lse[cols], pos_lse_coef[cols], pos_sum_coef[cols], dim=0))
+                    dsim.add_(gradient.tile(sim, negatives, positive, cols, dim=0))
                 dz[rows].addmm_(dsim, zc[cols])
                 dz[cols].addmm_(dsim.T, zc[rows])
-                d_inv_tau += torch.dot(dsim.reshape(-1), sim.reshape(-1))
+        # Σ dS∘S = (1/τ)·½·Σ_i <z_i, dz_i>, so d(1/τ) = Σ dS∘S / (1/τ) = ½ Σ_i <z_i, dz_i>
+        grad_t = (
+            (0.5 * torch.vdot(zc.reshape(-1), dz.reshape(-1))).to(inv_tau.dtype)
+            if ctx.needs_input_grad[2]
+            else None
+        )
         grad_z = (dz * inv_tau).to(z.dtype) if ctx.needs_input_grad[0] else None
-        grad_t = (d_inv_tau / inv_tau).to(inv_tau.dtype) if ctx.needs_input_grad[2] else None
         return grad_z, None, grad_t, None, None

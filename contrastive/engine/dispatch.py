@@ -15,11 +15,11 @@ from contrastive.engine.stats import RowStats, label_counts
 Tensor = torch.Tensor
 
 BACKENDS = ("auto", "reference", "chunked", "triton")
-DEFAULT_BLOCK = 1024
+DEFAULT_BLOCK = 2048
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """Return the concrete backend for ``backend`` on ``device`` (``auto`` is ``chunked`` until Triton lands)."""
+    """Return the concrete backend for ``backend`` on ``device`` (``auto`` is ``chunked`` for now)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "triton":
@@ -31,7 +31,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 
 def resolve_block_size(block_size: int | None, num_anchors: int, num_candidates: int) -> int:
-    """Return the tile edge: ``block_size`` if given, else 1024 (or the whole problem when smaller)."""
+    """Return the tile edge: ``block_size`` if given, else 2048 (or the whole problem when smaller)."""
     if block_size is None:
         return max(1, min(DEFAULT_BLOCK, max(num_anchors, num_candidates)))
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
@@ -39,22 +39,42 @@ def resolve_block_size(block_size: int | None, num_anchors: int, num_candidates:
     return block_size
 
 
-def _check_inputs(anchors: Tensor, candidates: Tensor, anchor_labels: Tensor, candidate_labels: Tensor,
-                  anchor_index: Tensor, exponents: Sequence[float]) -> None:
+def _check_inputs(
+    anchors: Tensor,
+    candidates: Tensor,
+    anchor_labels: Tensor,
+    candidate_labels: Tensor,
+    anchor_index: Tensor,
+    exponents: Sequence[float],
+) -> None:
     """Raise ValueError naming the first argument whose shape or dtype is inconsistent."""
     for name, x in (("anchors", anchors), ("candidates", candidates)):
         if x.dim() != 2 or not x.is_floating_point():
-            raise ValueError(f"{name} must be a 2-D floating tensor, got shape {tuple(x.shape)} and dtype {x.dtype}")
+            raise ValueError(
+                f"{name} must be a 2-D floating tensor, got shape {tuple(x.shape)} and dtype {x.dtype}"
+            )
     if anchors.shape[1] != candidates.shape[1]:
-        raise ValueError(f"anchors and candidates must share their last dimension, got {anchors.shape[1]} and {candidates.shape[1]}")
+        raise ValueError(
+            "anchors and candidates must share their last dimension, "
+            f"got {anchors.shape[1]} and {candidates.shape[1]}"
+        )
     if anchors.dtype != candidates.dtype:
-        raise ValueError(f"anchors and candidates must share a dtype, got {anchors.dtype} and {candidates.dtype}")
-    for name, x, n in (("anchor_labels", anchor_labels, anchors.shape[0]),
-                       ("candidate_labels", candidate_labels, candidates.shape[0]),
-                       ("anchor_index", anchor_index, anchors.shape[0])):
+        raise ValueError(
+            f"anchors and candidates must share a dtype, got {anchors.dtype} and {candidates.dtype}"
+        )
+    for name, x, n in (
+        ("anchor_labels", anchor_labels, anchors.shape[0]),
+        ("candidate_labels", candidate_labels, candidates.shape[0]),
+        ("anchor_index", anchor_index, anchors.shape[0]),
+    ):
         if x.shape != (n,) or x.dtype != torch.long:
-            raise ValueError(f"{name} must be an int64 tensor of shape ({n},), got shape {tuple(x.shape)} and dtype {x.dtype}")
-    if anchor_index.numel() and (int(anchor_index.max()) >= candidates.shape[0] or int(anchor_index.min()) < -1):
+            raise ValueError(
+                f"{name} must be an int64 tensor of shape ({n},), "
+                f"got shape {tuple(x.shape)} and dtype {x.dtype}"
+            )
+    if anchor_index.numel() and (
+        int(anchor_index.max()) >= candidates.shape[0] or int(anchor_index.min()) < -1
+    ):
         raise ValueError(f"anchor_index must lie in [-1, {candidates.shape[0] - 1}]")
     if len(exponents) == 0 or not all(math.isfinite(float(g)) for g in exponents):
         raise ValueError(f"exponents must be a non-empty sequence of finite floats, got {tuple(exponents)!r}")
@@ -84,25 +104,38 @@ def row_stats(
     if candidate_labels is None:
         candidate_labels = anchor_labels
     if anchor_index is None:
-        anchor_index = (torch.arange(anchors.shape[0], device=anchors.device) if symmetric_input
-                        else torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device))
+        anchor_index = (
+            torch.arange(anchors.shape[0], device=anchors.device)
+            if symmetric_input
+            else torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
+        )
     exponents = tuple(float(g) for g in exponents)
     _check_inputs(anchors, candidates, anchor_labels, candidate_labels, anchor_index, exponents)
     check_temperature(temperature)
     name = resolve_backend(backend, anchors.device)
     if name == "reference":
-        return reference_row_stats(anchors, candidates, anchor_labels, candidate_labels, anchor_index,
-                                   temperature, exponents)
+        return reference_row_stats(
+            anchors, candidates, anchor_labels, candidate_labels, anchor_index, temperature, exponents
+        )
     block = resolve_block_size(block_size, anchors.shape[0], candidates.shape[0])
     dtype = compute_dtype(anchors.dtype)
-    inv_tau = (1.0 / temperature.reshape(()).to(dtype) if isinstance(temperature, Tensor)
-               else torch.tensor(1.0 / temperature, dtype=dtype, device=anchors.device))
-    symmetric = (symmetric_input and (candidate_labels is anchor_labels or torch.equal(candidate_labels, anchor_labels))
-                 and torch.equal(anchor_index, torch.arange(anchors.shape[0], device=anchors.device)))
+    inv_tau = (
+        1.0 / temperature.reshape(()).to(dtype)
+        if isinstance(temperature, Tensor)
+        else torch.tensor(1.0 / temperature, dtype=dtype, device=anchors.device)
+    )
+    symmetric = (
+        symmetric_input
+        and (candidate_labels is anchor_labels or torch.equal(candidate_labels, anchor_labels))
+        and torch.equal(anchor_index, torch.arange(anchors.shape[0], device=anchors.device))
+    )
     if symmetric:
-        lse, pos_lse, pos_sum = SymmetricChunkedRowStats.apply(anchors, anchor_labels, inv_tau, exponents, block)
+        lse, pos_lse, pos_sum = SymmetricChunkedRowStats.apply(
+            anchors, anchor_labels, inv_tau, exponents, block
+        )
     else:
-        lse, pos_lse, pos_sum = ChunkedRowStats.apply(anchors, candidates, anchor_labels, candidate_labels,
-                                                      anchor_index, inv_tau, exponents, block)
+        lse, pos_lse, pos_sum = ChunkedRowStats.apply(
+            anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, exponents, block
+        )
     pos_count, neg_count = label_counts(anchor_labels, candidate_labels, anchor_index)
     return RowStats(lse, pos_lse, pos_sum, pos_count, neg_count, exponents)

@@ -27,7 +27,9 @@ def masked_logsumexp(x: Tensor, mask: Tensor, dim: int = 1) -> Tensor:
     # Rows with nothing to sum get a harmless finite stand-in, so no NaN reaches the gradient.
     safe = torch.where(nonempty, filled, torch.zeros((), dtype=x.dtype, device=x.device))
     lse = torch.logsumexp(safe, dim=dim)
-    return torch.where(nonempty.squeeze(dim), lse, torch.full((), float("-inf"), dtype=x.dtype, device=x.device))
+    return torch.where(
+        nonempty.squeeze(dim), lse, torch.full((), float("-inf"), dtype=x.dtype, device=x.device)
+    )
 
 
 def self_mask(anchor_index: Tensor, num_candidates: int) -> Tensor:

@@ -36,13 +36,19 @@ class RowStats(NamedTuple):
         for e, gamma in enumerate(self.exponents):
             if gamma == exponent:
                 return self.neg_lse[:, e]
-        raise ValueError(f"exponent={exponent!r} was not computed; the statistics hold exponents {self.exponents!r}")
+        raise ValueError(
+            f"exponent={exponent!r} was not computed; the statistics hold exponents {self.exponents!r}"
+        )
 
 
-def label_counts(anchor_labels: Tensor, candidate_labels: Tensor, anchor_index: Tensor) -> tuple[Tensor, Tensor]:
+def label_counts(
+    anchor_labels: Tensor, candidate_labels: Tensor, anchor_index: Tensor
+) -> tuple[Tensor, Tensor]:
     """Return ``(pos_count, neg_count)`` per anchor in O((M + N) log N), without comparing all pairs."""
     sorted_labels = torch.sort(candidate_labels).values
-    same = torch.searchsorted(sorted_labels, anchor_labels, right=True) - torch.searchsorted(sorted_labels, anchor_labels)
+    same = torch.searchsorted(sorted_labels, anchor_labels, right=True) - torch.searchsorted(
+        sorted_labels, anchor_labels
+    )
     has_self = anchor_index >= 0
     self_label = candidate_labels[anchor_index.clamp(min=0)]
     self_counted = has_self & (self_label == anchor_labels)

@@ -30,8 +30,9 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor) ->
     """Return ``(L_i, has_positive)``; ``L_i`` is 0 (with zero gradient) for anchors without positives."""
     valid = stats.pos_count > 0
     zero = torch.zeros((), dtype=stats.pos_lse.dtype, device=stats.pos_lse.device)
-    safe = stats._replace(pos_lse=torch.where(valid, stats.pos_lse, zero),
-                          pos_sum=torch.where(valid, stats.pos_sum, zero))
+    safe = stats._replace(
+        pos_lse=torch.where(valid, stats.pos_lse, zero), pos_sum=torch.where(valid, stats.pos_sum, zero)
+    )
     log_negative = sampler.log_negative_term(safe, temperature)
     count = safe.pos_count.clamp(min=1).to(safe.pos_sum.dtype)
     losses = -safe.pos_sum / count + torch.logaddexp(safe.pos_lse, log_negative)
@@ -42,8 +43,10 @@ def mean_over_valid(losses: Tensor, valid: Tensor) -> Tensor:
     """Return the mean of ``losses`` over ``valid`` anchors; ValueError if there is none."""
     n_valid = int(valid.sum())
     if n_valid == 0:
-        raise ValueError("no anchor has a positive (every label occurs once and there is one view); "
-                         "pass at least two views or labels shared by two samples")
+        raise ValueError(
+            "no anchor has a positive (every label occurs once and there is one view); "
+            "pass at least two views or labels shared by two samples"
+        )
     return losses.sum() / n_valid
 
 
@@ -60,7 +63,10 @@ def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, normal
         negatives = negatives.negatives()
     negatives = check_embeddings(negatives, "negatives")
     if negatives.shape[1] != like.shape[1]:
-        raise ValueError(f"negatives must have dimension {like.shape[1]} like the embeddings, got shape {tuple(negatives.shape)}")
+        raise ValueError(
+            f"negatives must have dimension {like.shape[1]} like the embeddings, "
+            f"got shape {tuple(negatives.shape)}"
+        )
     if negatives.shape[0] == 0:
         return None
     negatives = negatives.to(dtype=like.dtype, device=like.device)
@@ -72,8 +78,16 @@ def dense_labels(labels: Tensor) -> Tensor:
     return torch.unique(labels, return_inverse=True)[1]
 
 
-def multiview_stats(z: Tensor, labels: Tensor, anchors: int | None, negatives: Tensor | None,
-                    temperature: float | Tensor, sampler: Any, backend: str, block_size: int | None) -> RowStats:
+def multiview_stats(
+    z: Tensor,
+    labels: Tensor,
+    anchors: int | None,
+    negatives: Tensor | None,
+    temperature: float | Tensor,
+    sampler: Any,
+    backend: str,
+    block_size: int | None,
+) -> RowStats:
     """Row statistics of the stacked views ``z`` (labels >= 0) against themselves plus ``negatives``.
 
     ``anchors=None`` uses every row as an anchor; an int uses the first ``anchors`` rows.
@@ -82,22 +96,44 @@ def multiview_stats(z: Tensor, labels: Tensor, anchors: int | None, negatives: T
     anchor_z, anchor_labels = (z, labels) if anchors is None else (z[:n_anchor], labels[:n_anchor])
     index = torch.arange(n_anchor, device=z.device)
     if negatives is None and anchors is None:
-        return row_stats(z, z, labels, temperature=temperature, exponents=sampler.exponents,
-                         backend=backend, block_size=block_size)
+        return row_stats(
+            z,
+            z,
+            labels,
+            temperature=temperature,
+            exponents=sampler.exponents,
+            backend=backend,
+            block_size=block_size,
+        )
     candidates, candidate_labels = z, labels
     if negatives is not None:
         candidates = torch.cat([z, negatives])
         fill = torch.full((negatives.shape[0],), NEGATIVE_ONLY, dtype=labels.dtype, device=labels.device)
         candidate_labels = torch.cat([labels, fill])
-    return row_stats(anchor_z, candidates, anchor_labels, candidate_labels, index, temperature,
-                     sampler.exponents, backend, block_size)
+    return row_stats(
+        anchor_z,
+        candidates,
+        anchor_labels,
+        candidate_labels,
+        index,
+        temperature,
+        sampler.exponents,
+        backend,
+        block_size,
+    )
 
 
 class EngineLoss(torch.nn.Module):
     """Base class of engine-based losses: holds temperature, normalisation, sampler and backend."""
 
-    def __init__(self, temperature: float | Tensor = 0.1, normalize: bool = True, sampler: Any = "uniform",
-                 backend: str = "auto", block_size: int | None = None) -> None:
+    def __init__(
+        self,
+        temperature: float | Tensor = 0.1,
+        normalize: bool = True,
+        sampler: Any = "uniform",
+        backend: str = "auto",
+        block_size: int | None = None,
+    ) -> None:
         """Check and store the options shared by all engine-based losses."""
         super().__init__()
         check_temperature(temperature)
@@ -111,8 +147,13 @@ class EngineLoss(torch.nn.Module):
 
     def engine_options(self) -> dict[str, Any]:
         """Return the keyword arguments the functional form takes from this module."""
-        return {"temperature": self.temperature, "normalize": self.normalize, "sampler": self.sampler,
-                "backend": self.backend, "block_size": self.block_size}
+        return {
+            "temperature": self.temperature,
+            "normalize": self.normalize,
+            "sampler": self.sampler,
+            "backend": self.backend,
+            "block_size": self.block_size,
+        }
 
     def extra_repr(self) -> str:
         """Show the options."""

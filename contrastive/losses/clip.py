@@ -27,26 +27,32 @@ def clip_loss(
     backend: str = "auto",
     block_size: int | None = None,
 ) -> Tensor:
-    """Return CLIP's loss for paired features ``(B, D)`` at multiplier ``logit_scale`` = 1/τ; see :class:`ClipLoss`."""
+    """Return CLIP's loss of paired features ``(B, D)`` at multiplier ``logit_scale`` = 1/τ (see ClipLoss)."""
     image = check_embeddings(image_features, "image_features")
     text = check_embeddings(text_features, "text_features")
     if image.shape != text.shape or image.dtype != text.dtype:
-        raise ValueError(f"image_features and text_features must have one shape and dtype, got "
-                         f"{tuple(image.shape)}/{image.dtype} and {tuple(text.shape)}/{text.dtype}")
+        raise ValueError(
+            f"image_features and text_features must have one shape and dtype, got "
+            f"{tuple(image.shape)}/{image.dtype} and {tuple(text.shape)}/{text.dtype}"
+        )
     check_temperature(logit_scale, "logit_scale")
     batch = image.shape[0]
     if batch < 2:
         raise ValueError(f"image_features must hold at least two samples, got batch size {batch}")
-    labels = (torch.arange(batch, device=image.device) if labels is None
-              else dense_labels(check_labels(labels, batch).to(image.device)))
+    labels = (
+        torch.arange(batch, device=image.device)
+        if labels is None
+        else dense_labels(check_labels(labels, batch).to(image.device))
+    )
     sampler = resolve_sampler(sampler)
     if normalize:
         image, text = torch.nn.functional.normalize(image, dim=1), torch.nn.functional.normalize(text, dim=1)
     temperature = 1.0 / logit_scale
     losses = []
     for anchors, candidates in ((image, text), (text, image)):
-        stats = row_stats(anchors, candidates, labels, labels, None, temperature, sampler.exponents,
-                          backend, block_size)
+        stats = row_stats(
+            anchors, candidates, labels, labels, None, temperature, sampler.exponents, backend, block_size
+        )
         losses.append(mean_over_valid(*anchor_losses(stats, sampler, temperature)))
     return (losses[0] + losses[1]) / 2
 
@@ -61,20 +67,34 @@ class ClipLoss(torch.nn.Module):
 
     .. math::
 
-        \mathcal{L} = \frac{1}{2B}\sum_i \Big(-\log\frac{e^{t\langle x_i,y_i\rangle}}{\sum_j e^{t\langle x_i,y_j\rangle}}
+        \mathcal{L} = \frac{1}{2B}\sum_i \Big(
+            -\log\frac{e^{t\langle x_i,y_i\rangle}}{\sum_j e^{t\langle x_i,y_j\rangle}}
             -\log\frac{e^{t\langle y_i,x_i\rangle}}{\sum_j e^{t\langle y_i,x_j\rangle}}\Big).
 
     Optional ``labels`` make every pair with a shared label a positive (SupCon form per direction).
     While the cap binds, the scale receives no gradient.
     """
 
-    def __init__(self, logit_scale: float = math.log(1.0 / 0.07), learnable: bool = True,
-                 max_logit_scale: float = 100.0, normalize: bool = True, sampler: Any = "uniform",
-                 backend: str = "auto", block_size: int | None = None) -> None:
+    def __init__(
+        self,
+        logit_scale: float = math.log(1.0 / 0.07),
+        learnable: bool = True,
+        max_logit_scale: float = 100.0,
+        normalize: bool = True,
+        sampler: Any = "uniform",
+        backend: str = "auto",
+        block_size: int | None = None,
+    ) -> None:
         """Create the loss with initial log scale ``logit_scale`` (θ, so that t = e^θ)."""
         super().__init__()
-        if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)) or not math.isfinite(logit_scale):
-            raise ValueError(f"logit_scale must be a finite float (the log of 1/temperature), got {logit_scale!r}")
+        if (
+            isinstance(logit_scale, bool)
+            or not isinstance(logit_scale, (int, float))
+            or not math.isfinite(logit_scale)
+        ):
+            raise ValueError(
+                f"logit_scale must be a finite float (the log of 1/temperature), got {logit_scale!r}"
+            )
         check_temperature(max_logit_scale, "max_logit_scale")
         theta = torch.tensor(float(logit_scale))
         if learnable:
@@ -93,8 +113,16 @@ class ClipLoss(torch.nn.Module):
 
     def forward(self, image_features: Tensor, text_features: Tensor, labels: Tensor | None = None) -> Tensor:
         """Return the loss of paired ``image_features`` and ``text_features`` (each ``(B, D)``)."""
-        return clip_loss(image_features, text_features, self.scale(), labels, normalize=self.normalize,
-                         sampler=self.sampler, backend=self.backend, block_size=self.block_size)
+        return clip_loss(
+            image_features,
+            text_features,
+            self.scale(),
+            labels,
+            normalize=self.normalize,
+            sampler=self.sampler,
+            backend=self.backend,
+            block_size=self.block_size,
+        )
 
 
 @hookimpl

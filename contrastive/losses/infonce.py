@@ -19,10 +19,14 @@ def _check_pair(query: object, key: object) -> tuple[Tensor, Tensor]:
     """Return ``(query, key)`` after checking they are finite, equally shaped 2-D tensors."""
     query, key = check_embeddings(query, "query"), check_embeddings(key, "key")
     if query.shape != key.shape:
-        raise ValueError(f"query and key must have one shape, got {tuple(query.shape)} and {tuple(key.shape)}")
+        raise ValueError(
+            f"query and key must have one shape, got {tuple(query.shape)} and {tuple(key.shape)}"
+        )
     if query.dtype != key.dtype or query.device != key.device:
-        raise ValueError(f"query and key must share dtype and device, got {query.dtype}/{query.device} "
-                         f"and {key.dtype}/{key.device}")
+        raise ValueError(
+            f"query and key must share dtype and device, got {query.dtype}/{query.device} "
+            f"and {key.dtype}/{key.device}"
+        )
     return query, key
 
 
@@ -43,14 +47,20 @@ def infonce_loss(
     check_temperature(temperature)
     batch = query.shape[0]
     if in_batch_negatives and batch < 2:
-        raise ValueError(f"query must hold at least two samples for in-batch negatives, got batch size {batch}")
+        raise ValueError(
+            f"query must hold at least two samples for in-batch negatives, got batch size {batch}"
+        )
     sampler = resolve_sampler(sampler)
     if normalize:
         query, key = torch.nn.functional.normalize(query, dim=1), torch.nn.functional.normalize(key, dim=1)
     extra = extra_negatives(negatives, query, normalize)
     labels = torch.arange(batch, device=query.device)
-    options = {"temperature": temperature, "exponents": sampler.exponents, "backend": backend,
-               "block_size": block_size}
+    options = {
+        "temperature": temperature,
+        "exponents": sampler.exponents,
+        "backend": backend,
+        "block_size": block_size,
+    }
     if in_batch_negatives:
         candidates, candidate_labels = key, labels
         if extra is not None:
@@ -60,13 +70,21 @@ def infonce_loss(
         stats = row_stats(query, candidates, labels, candidate_labels, None, **options)
     else:
         if extra is None:
-            raise ValueError("in_batch_negatives=False needs negatives= (a tensor or a non-empty MemoryQueue), got none")
+            raise ValueError(
+                "in_batch_negatives=False needs negatives= (a tensor or a non-empty MemoryQueue), got none"
+            )
         fill = torch.full((extra.shape[0],), NEGATIVE_ONLY, dtype=torch.long, device=query.device)
         negative_stats = row_stats(query, extra, labels, fill, None, **options)
         positive = (query * key).sum(dim=1).to(negative_stats.neg_lse.dtype) / temperature
         ones = torch.ones(batch, dtype=torch.long, device=query.device)
-        stats = RowStats(negative_stats.neg_lse, positive, positive, ones, negative_stats.neg_count,
-                         negative_stats.exponents)
+        stats = RowStats(
+            negative_stats.neg_lse,
+            positive,
+            positive,
+            ones,
+            negative_stats.neg_count,
+            negative_stats.exponents,
+        )
     return mean_over_valid(*anchor_losses(stats, sampler, temperature))
 
 
@@ -87,16 +105,24 @@ class InfoNCELoss(EngineLoss):
     A sampler other than ``uniform`` replaces the sum over negatives.
     """
 
-    def __init__(self, temperature: float | Tensor = 0.1, normalize: bool = True, in_batch_negatives: bool = True,
-                 sampler: Any = "uniform", backend: str = "auto", block_size: int | None = None) -> None:
+    def __init__(
+        self,
+        temperature: float | Tensor = 0.1,
+        normalize: bool = True,
+        in_batch_negatives: bool = True,
+        sampler: Any = "uniform",
+        backend: str = "auto",
+        block_size: int | None = None,
+    ) -> None:
         """Create the loss; see :func:`infonce_loss` for the options."""
         super().__init__(temperature, normalize, sampler, backend, block_size)
         self.in_batch_negatives = bool(in_batch_negatives)
 
     def forward(self, query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None = None) -> Tensor:
-        """Return the loss of ``query`` against ``key`` (each ``(B, D)``) with optional extra ``negatives``."""
-        return infonce_loss(query, key, negatives, in_batch_negatives=self.in_batch_negatives,
-                            **self.engine_options())
+        """Return the loss of ``query`` against ``key`` (each ``(B, D)``), with optional ``negatives``."""
+        return infonce_loss(
+            query, key, negatives, in_batch_negatives=self.in_batch_negatives, **self.engine_options()
+        )
 
 
 @hookimpl

@@ -25,10 +25,19 @@ def nt_xent_loss(
 ) -> Tensor:
     """Return the NT-Xent loss of two or more ``views`` (each ``(B, D)``); see :class:`NTXentLoss`."""
     if len(views) < 2:
-        raise ValueError(f"nt_xent needs at least two views (the positives are the other views), got {len(views)}; "
-                         "for one view with class labels use supcon")
-    return supcon_loss(*views, temperature=temperature, normalize=normalize, sampler=sampler,
-                       negatives=negatives, backend=backend, block_size=block_size)
+        raise ValueError(
+            f"nt_xent needs at least two views (the positives are the other views), got {len(views)}; "
+            "for one view with class labels use supcon"
+        )
+    return supcon_loss(
+        *views,
+        temperature=temperature,
+        normalize=normalize,
+        sampler=sampler,
+        negatives=negatives,
+        backend=backend,
+        block_size=block_size,
+    )
 
 
 class NTXentLoss(EngineLoss):

@@ -8,8 +8,15 @@ import torch
 
 from contrastive._validation import check_choice, check_labels, check_temperature, check_views
 from contrastive.hookspecs import hookimpl
-from contrastive.losses.base import (EngineLoss, anchor_losses, dense_labels, extra_negatives, mean_over_valid,
-                                     multiview_stats, normalize_views)
+from contrastive.losses.base import (
+    EngineLoss,
+    anchor_losses,
+    dense_labels,
+    extra_negatives,
+    mean_over_valid,
+    multiview_stats,
+    normalize_views,
+)
 from contrastive.samplers import MemoryQueue, resolve_sampler
 
 Tensor = torch.Tensor
@@ -28,7 +35,7 @@ def supcon_loss(
     backend: str = "auto",
     block_size: int | None = None,
 ) -> Tensor:
-    """Return the SupCon loss of ``views`` (each ``(B, D)``) with class ``labels`` ``(B,)``; see :class:`SupConLoss`."""
+    """Return the SupCon loss of ``views`` (each ``(B, D)``) with ``labels`` ``(B,)`` (see SupConLoss)."""
     views = check_views(views)
     check_temperature(temperature)
     check_choice(contrast_mode, "contrast_mode", CONTRAST_MODES)
@@ -37,14 +44,18 @@ def supcon_loss(
     batch = views[0].shape[0]
     if labels is None:
         if len(views) < 2:
-            raise ValueError("a single view needs labels=: without labels the positives are the other views "
-                             f"of the same sample, and got {len(views)} view")
+            raise ValueError(
+                "a single view needs labels=: without labels the positives are the other views "
+                f"of the same sample, and got {len(views)} view"
+            )
         labels = torch.arange(batch, device=views[0].device)
     else:
         labels = dense_labels(check_labels(labels, batch).to(views[0].device))
         if len(views) == 1 and int(torch.bincount(labels).max()) < 2:
-            raise ValueError("no anchor has a positive: with one view every label in labels occurs once; "
-                             "pass a second view or labels shared by two samples")
+            raise ValueError(
+                "no anchor has a positive: with one view every label in labels occurs once; "
+                "pass a second view or labels shared by two samples"
+            )
     sampler = resolve_sampler(sampler)
     z = torch.cat(normalize_views(views, normalize))
     all_labels = labels.repeat(len(views))
@@ -74,9 +85,16 @@ class SupConLoss(EngineLoss):
     A sampler other than ``uniform`` replaces the negative part of the denominator.
     """
 
-    def __init__(self, temperature: float | Tensor = 0.1, base_temperature: float | None = None,
-                 contrast_mode: str = "all", normalize: bool = True, sampler: Any = "uniform",
-                 backend: str = "auto", block_size: int | None = None) -> None:
+    def __init__(
+        self,
+        temperature: float | Tensor = 0.1,
+        base_temperature: float | None = None,
+        contrast_mode: str = "all",
+        normalize: bool = True,
+        sampler: Any = "uniform",
+        backend: str = "auto",
+        block_size: int | None = None,
+    ) -> None:
         """Create the loss; see :func:`supcon_loss` for the options."""
         super().__init__(temperature, normalize, sampler, backend, block_size)
         if base_temperature is not None:
@@ -84,11 +102,18 @@ class SupConLoss(EngineLoss):
         self.base_temperature = base_temperature
         self.contrast_mode = check_choice(contrast_mode, "contrast_mode", CONTRAST_MODES)
 
-    def forward(self, *views: Tensor, labels: Tensor | None = None,
-                negatives: Tensor | MemoryQueue | None = None) -> Tensor:
+    def forward(
+        self, *views: Tensor, labels: Tensor | None = None, negatives: Tensor | MemoryQueue | None = None
+    ) -> Tensor:
         """Return the loss of ``views`` (each ``(B, D)``) with optional ``labels`` ``(B,)``."""
-        return supcon_loss(*views, labels=labels, base_temperature=self.base_temperature,
-                           contrast_mode=self.contrast_mode, negatives=negatives, **self.engine_options())
+        return supcon_loss(
+            *views,
+            labels=labels,
+            base_temperature=self.base_temperature,
+            contrast_mode=self.contrast_mode,
+            negatives=negatives,
+            **self.engine_options(),
+        )
 
 
 @hookimpl

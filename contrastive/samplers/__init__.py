@@ -28,7 +28,9 @@ def resolve_sampler(sampler: Any = "uniform", **options: Any) -> Any:
         sampler = "uniform"
     if not isinstance(sampler, (str, type)):
         if not (hasattr(sampler, "exponents") and callable(getattr(sampler, "log_negative_term", None))):
-            raise ValueError(f"sampler must be a name or a Sampler (with exponents and log_negative_term), got {sampler!r}")
+            raise ValueError(
+                f"sampler must be a name or a Sampler (with exponents and log_negative_term), got {sampler!r}"
+            )
         if options:
             raise ValueError(f"sampler options {sorted(options)} apply only when selecting a sampler by name")
         return sampler
@@ -49,4 +51,11 @@ def resolve_sampler(sampler: Any = "uniform", **options: Any) -> Any:
     return _BUILTIN[sampler](**options)
 
 
-__all__ = ["DebiasedSampler", "HardNegativeSampler", "MemoryQueue", "Sampler", "UniformSampler", "resolve_sampler"]
+__all__ = [
+    "DebiasedSampler",
+    "HardNegativeSampler",
+    "MemoryQueue",
+    "Sampler",
+    "UniformSampler",
+    "resolve_sampler",
+]

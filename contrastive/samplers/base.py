@@ -67,10 +67,14 @@ class Sampler(torch.nn.Module):
         the matrix is square, the diagonal is taken to be the anchors.
         """
         if similarities.dim() != 2:
-            raise ValueError(f"similarities must be 2-D (anchors, candidates), got shape {tuple(similarities.shape)}")
+            raise ValueError(
+                f"similarities must be 2-D (anchors, candidates), got shape {tuple(similarities.shape)}"
+            )
         if positive_mask.shape != similarities.shape or positive_mask.dtype != torch.bool:
-            raise ValueError(f"positive_mask must be a bool tensor of shape {tuple(similarities.shape)}, "
-                             f"got {positive_mask.dtype} of shape {tuple(positive_mask.shape)}")
+            raise ValueError(
+                f"positive_mask must be a bool tensor of shape {tuple(similarities.shape)}, "
+                f"got {positive_mask.dtype} of shape {tuple(positive_mask.shape)}"
+            )
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
         m, n = similarities.shape

@@ -14,8 +14,9 @@ from contrastive.samplers.base import Sampler
 Tensor = torch.Tensor
 
 
-def debiased_log_negative(log_negative_sum: Tensor, stats: RowStats, temperature: float | Tensor,
-                          tau_plus: float) -> Tensor:
+def debiased_log_negative(
+    log_negative_sum: Tensor, stats: RowStats, temperature: float | Tensor, tau_plus: float
+) -> Tensor:
     r"""Return :math:`\log \max\big((S - \tau^+ |N|\,\bar p)/(1-\tau^+),\ |N| e^{-1/\tau}\big)` per anchor.
 
     ``log_negative_sum`` is :math:`\log S`; :math:`\bar p` is the mean of the positives'
@@ -30,9 +31,14 @@ def debiased_log_negative(log_negative_sum: Tensor, stats: RowStats, temperature
     log_correction = math.log(tau_plus) + torch.log(n_neg) + log_pos_mean
     positive_gap = log_correction < log_negative_sum
     # log(S - C) = log S + log1p(-C/S), evaluated only where C < S; elsewhere a dummy keeps gradients finite.
-    ratio = torch.where(positive_gap, log_correction - log_negative_sum, torch.full_like(log_negative_sum, -1.0))
-    log_gap = torch.where(positive_gap, log_negative_sum + torch.log1p(-torch.exp(ratio)),
-                          torch.full_like(log_negative_sum, float("-inf")))
+    ratio = torch.where(
+        positive_gap, log_correction - log_negative_sum, torch.full_like(log_negative_sum, -1.0)
+    )
+    log_gap = torch.where(
+        positive_gap,
+        log_negative_sum + torch.log1p(-torch.exp(ratio)),
+        torch.full_like(log_negative_sum, float("-inf")),
+    )
     inv_tau = 1.0 / temperature
     floor = torch.log(n_neg) - (inv_tau.to(dtype) if isinstance(inv_tau, Tensor) else inv_tau)
     return torch.maximum(log_gap - math.log1p(-tau_plus), floor)

@@ -16,7 +16,8 @@ Tensor = torch.Tensor
 class HardNegativeSampler(Sampler):
     r"""Hard negatives (Robinson et al., 2021, "Contrastive Learning with Hard Negative Samples", ICLR).
 
-    Negatives are reweighted by :math:`w_{ij} = e^{\beta s_{ij}} / \frac{1}{|N(i)|}\sum_{k\in N(i)} e^{\beta s_{ik}}`,
+    Negatives are reweighted by
+    :math:`w_{ij} = e^{\beta s_{ij}} / \frac{1}{|N(i)|}\sum_{k\in N(i)} e^{\beta s_{ik}}`,
     then debiased and clamped as in :class:`~contrastive.samplers.DebiasedSampler`:
 
     .. math::

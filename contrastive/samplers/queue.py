@@ -24,8 +24,14 @@ class MemoryQueue(torch.nn.Module):
     first steps already have negatives; ``init="empty"`` starts empty.
     """
 
-    def __init__(self, size: int, dim: int, init: str = "empty", dtype: torch.dtype = torch.float32,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        init: str = "empty",
+        dtype: torch.dtype = torch.float32,
+        generator: torch.Generator | None = None,
+    ) -> None:
         """Create a queue holding up to ``size`` keys of dimension ``dim``."""
         super().__init__()
         for name, value in (("size", size), ("dim", dim)):
@@ -50,7 +56,9 @@ class MemoryQueue(torch.nn.Module):
         keys = check_embeddings(keys, "keys").detach()
         size, dim = self.keys.shape
         if keys.shape[1] != dim:
-            raise ValueError(f"keys must have dimension {dim} to fit the queue, got shape {tuple(keys.shape)}")
+            raise ValueError(
+                f"keys must have dimension {dim} to fit the queue, got shape {tuple(keys.shape)}"
+            )
         keys = keys[-size:].to(self.keys.dtype)
         start = int(self.pointer)
         positions = (start + torch.arange(keys.shape[0], device=self.keys.device)) % size

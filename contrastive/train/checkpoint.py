@@ -1,0 +1,55 @@
+"""Atomic checkpoints that ``torch.load(weights_only=True)`` reads back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contrastive.train.config import TrainError
+
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "load_checkpoint", "save_checkpoint"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+#: stored in every checkpoint; a file without it is not trusted by --resume
+CHECKPOINT_FORMAT = "contrastive-train-checkpoint/1"
+_KEYS = ("epoch", "step", "model", "optimizer", "rng", "history", "config")
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a bad file raises :class:`TrainError`."""
+    if not path.is_file():
+        raise TrainError(
+            f"--resume: {str(path)!r} does not exist; there is no checkpoint to resume from "
+            "(a run writes one at the end of each epoch)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line error
+        raise TrainError(
+            f"--resume: {str(path)!r} is not a readable checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
+    if (
+        not isinstance(state, dict)
+        or state.get("format") != CHECKPOINT_FORMAT
+        or any(k not in state for k in _KEYS)
+    ):
+        raise TrainError(
+            f"--resume: {str(path)!r} is not a checkpoint of contrastive train ({CHECKPOINT_FORMAT})"
+        )
+    return state

@@ -1,0 +1,143 @@
+"""The reference trainer: one readable loop over epochs and batches, with callbacks (after minGPT's)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from contrastive.train.components import build_optimizer, make_views, resolve_device
+from contrastive.train.config import TrainConfig
+
+__all__ = ["Trainer"]
+
+Callback = Callable[["Trainer"], None]
+EVENTS = ("on_train_start", "on_batch_end", "on_epoch_end", "on_train_end")
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world_size)`` of an initialised ``torch.distributed`` group, else ``(0, 1)``."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Contrastive training of ``model`` on ``train_x``: two views per sample, ``loss(z1, z2)``, a step.
+
+    Randomness (shuffling and augmentation) comes from one ``torch.Generator`` seeded
+    with ``config.seed``; :meth:`state_dict` holds it with the model, the optimizer and
+    torch's global RNG, so a run restored with :meth:`load_state_dict` continues exactly.
+    Callbacks (``add_callback(event, fn)``, events in :data:`EVENTS`) receive the trainer;
+    after each epoch ``trainer.history[-1]`` is that epoch's record, to which they may add.
+    Under an initialised ``torch.distributed`` group each rank takes its share of every batch
+    and the model is wrapped in ``DistributedDataParallel``.
+    """
+
+    @staticmethod
+    def get_default_config() -> TrainConfig:
+        """The default configuration (SimCLR on digits)."""
+        return TrainConfig()
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: torch.nn.Module,
+        train_x: torch.Tensor,
+        loss: torch.nn.Module,
+        augmentation: Any,
+    ) -> None:
+        """Set up the optimizer, device and generator for training ``model`` on ``train_x``."""
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.rank, self.world_size = _distributed()
+        self.raw_model = model.to(self.device)
+        self.model: torch.nn.Module = self.raw_model
+        if self.world_size > 1:
+            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.raw_model, device_ids=ids)
+        self.loss = loss.to(self.device) if isinstance(loss, torch.nn.Module) else loss
+        self.augmentation = augmentation
+        self.train_x = train_x
+        self.optimizer = build_optimizer(config, self.raw_model.parameters())
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps taken
+        self.batch_loss = math.nan
+        self.history: list[dict[str, Any]] = []
+        self.callbacks: dict[str, list[Callback]] = defaultdict(list)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Full batches per epoch (the last incomplete batch is dropped)."""
+        return self.train_x.shape[0] // self.config.batch_size
+
+    def add_callback(self, event: str, callback: Callback) -> None:
+        """Call ``callback(trainer)`` on ``event`` (one of :data:`EVENTS`)."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; events are {', '.join(EVENTS)}")
+        self.callbacks[event].append(callback)
+
+    def trigger_callbacks(self, event: str) -> None:
+        """Run the callbacks registered for ``event`` in order."""
+        for callback in self.callbacks.get(event, []):
+            callback(self)
+
+    def run(self) -> list[dict[str, Any]]:
+        """Train from the current epoch up to ``config.epochs``; returns the per-epoch history."""
+        config, n = self.config, self.train_x.shape[0]
+        if config.batch_size > n:
+            raise ValueError(f"batch_size {config.batch_size} is larger than the {n} training samples")
+        self.trigger_callbacks("on_train_start")
+        while self.epoch < config.epochs:
+            self.model.train()
+            order = torch.randperm(n, generator=self.generator)
+            total = 0.0
+            for i in range(self.steps_per_epoch):
+                index = order[i * config.batch_size : (i + 1) * config.batch_size][
+                    self.rank :: self.world_size
+                ]
+                views = make_views(self.augmentation, self.train_x[index], 2, self.generator)
+                z = [self.model(v.to(self.device)) for v in views]
+                loss = self.loss(*z)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.step += 1
+                self.batch_loss = loss.item()
+                total += self.batch_loss
+                self.trigger_callbacks("on_batch_end")
+            self.epoch += 1
+            self.history.append({"epoch": self.epoch, "loss": total / self.steps_per_epoch})
+            self.trigger_callbacks("on_epoch_end")
+        self.trigger_callbacks("on_train_end")
+        return self.history
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue: model, optimizer, counters, history, all RNG states."""
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+            "history": [dict(record) for record in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`, including the RNG states, so training continues where it stopped."""
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = [dict(record) for record in state["history"]]
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
