@@ -34,7 +34,9 @@ from contrastive.functional import clip, infonce, nt_xent, supcon  # noqa: E402
 from contrastive.samplers import DebiasedSampler, HardNegativeSampler, UniformSampler  # noqa: E402
 from tests.strategies import EngineProblem, engine_problems, gaussian, labels, seeds  # noqa: E402
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() and not triton_engine.interpreter_enabled() else "cpu")
+DEVICE = torch.device(
+    "cuda" if torch.cuda.is_available() and not triton_engine.interpreter_enabled() else "cpu"
+)
 #: Tolerance relative to max(1, largest magnitude): fp32 kernels against an fp64 reference.
 FP32_TOLERANCE = 2e-4
 #: Interpreted kernels are slow: a failing example is reported as found, without minutes of shrinking.
@@ -46,6 +48,7 @@ Tensor = torch.Tensor
 # ---------------------------------------------------------------------------------------------------------
 # helpers (also used by the compiled GPU module)
 # ---------------------------------------------------------------------------------------------------------
+
 
 def assert_close(ours: Tensor, expected: Tensor, rtol: float) -> None:
     """Assert equal infinities and finite entries within ``rtol`` times max(1, largest magnitude)."""
@@ -64,28 +67,54 @@ def weighted_sum(stats: tuple[Tensor, Tensor, Tensor], seed: int) -> Tensor:
     total = torch.zeros((), dtype=torch.float64, device=stats[0].device)
     for k, x in enumerate(stats):
         w = gaussian(tuple(x.shape), seed + k).to(device=x.device, dtype=x.dtype)
-        total = total + (torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device)) * w).sum()
+        total = (
+            total
+            + (torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device)) * w).sum()
+        )
     return total
 
 
-def stats_and_grads(function: Callable[..., tuple[Tensor, Tensor, Tensor]], problem: EngineProblem,
-                    dtype: torch.dtype, device: torch.device, seed: int = 0) -> tuple[tuple[Tensor, ...], list[Tensor]]:
+def stats_and_grads(
+    function: Callable[..., tuple[Tensor, Tensor, Tensor]],
+    problem: EngineProblem,
+    dtype: torch.dtype,
+    device: torch.device,
+    seed: int = 0,
+) -> tuple[tuple[Tensor, ...], list[Tensor]]:
     """Run a row-statistics function on ``problem`` cast to ``dtype``; return statistics and gradients."""
     anchors = problem.anchors.to(device=device, dtype=dtype).requires_grad_()
-    candidates = anchors if problem.symmetric else problem.candidates.to(device=device, dtype=dtype).requires_grad_()
+    candidates = (
+        anchors if problem.symmetric else problem.candidates.to(device=device, dtype=dtype).requires_grad_()
+    )
     temperature = torch.tensor(problem.temperature, dtype=torch.float64, device=device, requires_grad=True)
     a_labels = problem.anchor_labels.to(device)
     if function is reference_row_stats:
-        out = reference_row_stats(anchors, candidates, a_labels, problem.candidate_labels.to(device),
-                                  problem.anchor_index.to(device), temperature, problem.exponents)[:3]
+        out = reference_row_stats(
+            anchors,
+            candidates,
+            a_labels,
+            problem.candidate_labels.to(device),
+            problem.anchor_index.to(device),
+            temperature,
+            problem.exponents,
+        )[:3]
     else:
         inv_tau = (1.0 / temperature).to(torch.float64 if dtype == torch.float64 else torch.float32)
         if problem.symmetric:
-            out = SymmetricTritonRowStats.apply(anchors, a_labels, inv_tau, problem.exponents, problem.block_size)
+            out = SymmetricTritonRowStats.apply(
+                anchors, a_labels, inv_tau, problem.exponents, problem.block_size
+            )
         else:
-            out = TritonRowStats.apply(anchors, candidates, a_labels, problem.candidate_labels.to(device),
-                                       problem.anchor_index.to(device), inv_tau, problem.exponents,
-                                       problem.block_size)
+            out = TritonRowStats.apply(
+                anchors,
+                candidates,
+                a_labels,
+                problem.candidate_labels.to(device),
+                problem.anchor_index.to(device),
+                inv_tau,
+                problem.exponents,
+                problem.block_size,
+            )
     leaves = [anchors, temperature] + ([] if problem.symmetric else [candidates])
     return out, list(torch.autograd.grad(weighted_sum(out, seed), leaves))
 
@@ -96,44 +125,75 @@ def conditioned(tolerance: float, problem: EngineProblem) -> float:
     Rounding ``s`` to the input precision moves every ``e^{γ s}`` by a relative
     ``eps·|γ s|``, so the attainable accuracy degrades linearly with that bound.
     """
-    bound = float(problem.anchors.norm(dim=1).max() * problem.candidates.norm(dim=1).max()) / problem.temperature
+    bound = (
+        float(problem.anchors.norm(dim=1).max() * problem.candidates.norm(dim=1).max()) / problem.temperature
+    )
     return tolerance * max(1.0, bound * max(1.0, *map(abs, problem.exponents)) / 200.0)
 
 
-def check_against_reference(problem: EngineProblem, dtype: torch.dtype, device: torch.device, value_tol: float,
-                            grad_tol: float, seed: int = 0) -> None:
+def check_against_reference(
+    problem: EngineProblem,
+    dtype: torch.dtype,
+    device: torch.device,
+    value_tol: float,
+    grad_tol: float,
+    seed: int = 0,
+) -> None:
     """Assert the Triton functions equal the fp64 reference on ``problem`` (inputs cast to ``dtype`` first).
 
     The tolerances are relative to max(1, largest magnitude), for ``|γ s| <= 200`` (see :func:`conditioned`).
     """
     value_tol, grad_tol = conditioned(value_tol, problem), conditioned(grad_tol, problem)
     cast = problem.anchors.to(dtype).double(), problem.candidates.to(dtype).double()
-    exact = EngineProblem(cast[0], cast[0] if problem.symmetric else cast[1], problem.anchor_labels,
-                          problem.candidate_labels, problem.anchor_index, problem.temperature, problem.exponents,
-                          problem.block_size, problem.symmetric)
+    exact = EngineProblem(
+        cast[0],
+        cast[0] if problem.symmetric else cast[1],
+        problem.anchor_labels,
+        problem.candidate_labels,
+        problem.anchor_index,
+        problem.temperature,
+        problem.exponents,
+        problem.block_size,
+        problem.symmetric,
+    )
     ref, ref_grads = stats_and_grads(reference_row_stats, exact, torch.float64, device, seed)
     out, grads = stats_and_grads(TritonRowStats, problem, dtype, device, seed)
-    for ours, expected in zip(out, ref):
+    for ours, expected in zip(out, ref, strict=True):
         assert ours.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
         assert_close(ours, expected, value_tol)
-    for ours, expected, leaf_dtype in zip(grads, ref_grads, [dtype, torch.float64, dtype]):
+    for ours, expected, leaf_dtype in zip(
+        grads, ref_grads, [dtype, torch.float64, dtype][: len(grads)], strict=True
+    ):
         assert ours.dtype == leaf_dtype
         assert_close(ours, expected, grad_tol)
 
 
-def problem(m: int, n: int, d: int, *, symmetric: bool = False, exponents: tuple[float, ...] = (1.0,),
-            temperature: float = 0.2, classes: int = 7, block: int | None = None, seed: int = 0) -> EngineProblem:
-    """A seeded problem: unit-norm rows, ``classes`` labels, queue-like (-1) candidates, random self columns."""
+def problem(
+    m: int,
+    n: int,
+    d: int,
+    *,
+    symmetric: bool = False,
+    exponents: tuple[float, ...] = (1.0,),
+    temperature: float = 0.2,
+    classes: int = 7,
+    block: int | None = None,
+    seed: int = 0,
+) -> EngineProblem:
+    """A seeded problem: unit-norm rows, ``classes`` labels, queue-like (-1) candidates, random self."""
     g = torch.Generator().manual_seed(seed)
     anchors = torch.nn.functional.normalize(gaussian((m, d), seed), dim=1)
     a_labels = torch.randint(0, classes, (m,), generator=g)
     if symmetric:
-        return EngineProblem(anchors, anchors, a_labels, a_labels, torch.arange(m), temperature, exponents, block,
-                             True)
+        return EngineProblem(
+            anchors, anchors, a_labels, a_labels, torch.arange(m), temperature, exponents, block, True
+        )
     candidates = torch.nn.functional.normalize(gaussian((n, d), seed + 1), dim=1)
     c_labels = torch.randint(-1, classes, (n,), generator=g)
     anchor_index = torch.randint(-1, n, (m,), generator=g)
-    return EngineProblem(anchors, candidates, a_labels, c_labels, anchor_index, temperature, exponents, block, False)
+    return EngineProblem(
+        anchors, candidates, a_labels, c_labels, anchor_index, temperature, exponents, block, False
+    )
 
 
 @contextlib.contextmanager
@@ -146,6 +206,7 @@ def routed_to_triton() -> Iterator[Counter]:
     calls: Counter = Counter()
     with pytest.MonkeyPatch.context() as patch:
         for cls in (TritonRowStats, SymmetricTritonRowStats):
+
             def counted(*args: object, _original: Callable = cls.apply, _name: str = cls.__name__) -> object:
                 calls[_name] += 1
                 return _original(*args)
@@ -157,8 +218,11 @@ def routed_to_triton() -> Iterator[Counter]:
             routed = False
         if not routed:
             resolve = dispatch.resolve_backend
-            patch.setattr(dispatch, "resolve_backend",
-                          lambda backend, device, *rest: "chunked" if backend == "triton" else resolve(backend, device))
+            patch.setattr(
+                dispatch,
+                "resolve_backend",
+                lambda backend, device, *rest: "chunked" if backend == "triton" else resolve(backend, device),
+            )
             patch.setattr(dispatch, "ChunkedRowStats", TritonRowStats)
             patch.setattr(dispatch, "SymmetricChunkedRowStats", SymmetricTritonRowStats)
         yield calls
@@ -171,24 +235,30 @@ def triton_backend() -> Iterator[Counter]:
         yield calls
 
 
-def loss_and_grads(loss: Callable[..., Tensor], inputs: list[Tensor], backend: str,
-                   dtype: torch.dtype) -> tuple[Tensor, list[Tensor]]:
+def loss_and_grads(
+    loss: Callable[..., Tensor], inputs: list[Tensor], backend: str, dtype: torch.dtype
+) -> tuple[Tensor, list[Tensor]]:
     """Loss value and gradients with respect to every input (copies cast to ``dtype``)."""
     leaves = [x.to(device=DEVICE, dtype=dtype if x.dim() else torch.float64).requires_grad_() for x in inputs]
     value = loss(*leaves, backend=backend)
     return value.detach(), list(torch.autograd.grad(value, leaves))
 
 
-def check_loss(loss: Callable[..., Tensor], inputs: list[Tensor], calls: Counter, dtype: torch.dtype = torch.float32,
-               rtol: float = FP32_TOLERANCE) -> None:
-    """Assert ``loss`` with ``backend="triton"`` equals the fp64 reference backend on value and every gradient."""
+def check_loss(
+    loss: Callable[..., Tensor],
+    inputs: list[Tensor],
+    calls: Counter,
+    dtype: torch.dtype = torch.float32,
+    rtol: float = FP32_TOLERANCE,
+) -> None:
+    """Assert ``loss`` with ``backend="triton"`` equals the fp64 reference backend on value and gradients."""
     before = sum(calls.values())
     value, grads = loss_and_grads(loss, inputs, "triton", dtype)
     assert sum(calls.values()) > before, "backend='triton' did not reach the Triton engine"
     exact = [x.to(dtype).double() if x.dim() else x.double() for x in inputs]
     ref_value, ref_grads = loss_and_grads(loss, exact, "reference", torch.float64)
     assert_close(value, ref_value, rtol)
-    for ours, expected in zip(grads, ref_grads):
+    for ours, expected in zip(grads, ref_grads, strict=True):
         assert_close(ours, expected, rtol)
 
 
@@ -196,13 +266,22 @@ def check_loss(loss: Callable[..., Tensor], inputs: list[Tensor], calls: Counter
 # the engine functions against the reference
 # ---------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", [
-    problem(37, 130, 70, exponents=(0.5, 1.5)),                        # hard sampler's pair, queue labels
-    problem(130, 37, 20, exponents=(1.0,), classes=3, block=32),       # several anchor tiles, one short candidate
-    problem(130, 130, 70, symmetric=True, exponents=(1.0, 2.0), classes=40),
-    problem(41, 41, 33, symmetric=True, exponents=(1.0,), classes=1),  # one class: no negatives at all
-    problem(23, 50, 9, exponents=(1.0, 0.0, 0.5, 2.0, 1.5), temperature=0.05),  # more exponents than one launch
-], ids=["general-2exp", "general-tall", "symmetric-2exp", "symmetric-one-class", "five-exponents"])
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        problem(37, 130, 70, exponents=(0.5, 1.5)),  # hard sampler's pair, queue labels
+        problem(
+            130, 37, 20, exponents=(1.0,), classes=3, block=32
+        ),  # several anchor tiles, one short candidate
+        problem(130, 130, 70, symmetric=True, exponents=(1.0, 2.0), classes=40),
+        problem(41, 41, 33, symmetric=True, exponents=(1.0,), classes=1),  # one class: no negatives at all
+        problem(
+            23, 50, 9, exponents=(1.0, 0.0, 0.5, 2.0, 1.5), temperature=0.05
+        ),  # more exponents than one launch
+    ],
+    ids=["general-2exp", "general-tall", "symmetric-2exp", "symmetric-one-class", "five-exponents"],
+)
 def test_triton_row_stats_equal_the_reference_in_float32(case: EngineProblem) -> None:
     check_against_reference(case, torch.float32, DEVICE, FP32_TOLERANCE, FP32_TOLERANCE)
 
@@ -216,7 +295,9 @@ def test_triton_row_stats_equal_the_reference_on_random_problems(case: EnginePro
 def test_triton_row_stats_are_exact_in_float64() -> None:
     case = problem(29, 70, 19, exponents=(0.5, 1.5, 1.0), block=16)
     check_against_reference(case, torch.float64, DEVICE, 1e-11, 1e-11)
-    check_against_reference(problem(29, 29, 19, symmetric=True, block=16), torch.float64, DEVICE, 1e-11, 1e-11)
+    check_against_reference(
+        problem(29, 29, 19, symmetric=True, block=16), torch.float64, DEVICE, 1e-11, 1e-11
+    )
 
 
 def test_triton_gradients_pass_gradcheck_in_float64() -> None:
@@ -224,7 +305,8 @@ def test_triton_gradients_pass_gradcheck_in_float64() -> None:
     a = case.anchors.to(DEVICE).requires_grad_()
     c = case.candidates.to(DEVICE).requires_grad_()
     inv_tau = torch.tensor(1.3, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    labels_a, labels_c, index = case.anchor_labels.to(DEVICE), case.candidate_labels.to(DEVICE), case.anchor_index.to(DEVICE)
+    labels_a, labels_c = case.anchor_labels.to(DEVICE), case.candidate_labels.to(DEVICE)
+    index = case.anchor_index.to(DEVICE)
 
     def scalar(a: Tensor, c: Tensor, t: Tensor) -> Tensor:
         general = TritonRowStats.apply(a, c, labels_a, labels_c, index, t, case.exponents, 16)
@@ -246,7 +328,9 @@ def test_cpu_tensors_never_reach_a_kernel_without_the_interpreter(monkeypatch: p
     assert not triton_engine.auto_prefers_triton(torch.device("cpu"), torch.float32)
     z = gaussian((4, 3), 0, dtype=torch.float32)
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
-        TritonRowStats.apply(z, z, torch.arange(4), torch.arange(4), torch.arange(4), torch.tensor(1.0), (1.0,), None)
+        TritonRowStats.apply(
+            z, z, torch.arange(4), torch.arange(4), torch.arange(4), torch.tensor(1.0), (1.0,), None
+        )
 
 
 def test_auto_prefers_triton_only_for_cuda_tensors_of_supported_dtypes() -> None:
@@ -258,9 +342,11 @@ def test_auto_prefers_triton_only_for_cuda_tensors_of_supported_dtypes() -> None
 
 
 def test_the_engine_module_imports_without_triton() -> None:
-    code = ("import sys; sys.modules['triton'] = None; sys.modules['triton.language'] = None\n"
-            "import contrastive.engine.triton as t\n"
-            "assert not t.triton_available() and not t.can_launch(__import__('torch').device('cuda'))\n")
+    code = (
+        "import sys; sys.modules['triton'] = None; sys.modules['triton.language'] = None\n"
+        "import contrastive.engine.triton as t\n"
+        "assert not t.triton_available() and not t.can_launch(__import__('torch').device('cuda'))\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -268,15 +354,21 @@ def test_the_engine_module_imports_without_triton() -> None:
 # every engine-based loss and every sampler through the public API
 # ---------------------------------------------------------------------------------------------------------
 
-SAMPLERS = {"uniform": UniformSampler(), "debiased": DebiasedSampler(tau_plus=0.1),
-            "hard": HardNegativeSampler(beta=1.0, tau_plus=0.1)}
+SAMPLERS = {
+    "uniform": UniformSampler(),
+    "debiased": DebiasedSampler(tau_plus=0.1),
+    "hard": HardNegativeSampler(beta=1.0, tau_plus=0.1),
+}
 
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_nt_xent_with_triton_equals_the_reference(sampler: str, triton_backend: Counter) -> None:
     views = [gaussian((65, 70), seed) for seed in (1, 2)]
-    check_loss(lambda *v, backend: nt_xent(*v, temperature=0.2, sampler=SAMPLERS[sampler], backend=backend),
-               views, triton_backend)
+    check_loss(
+        lambda *v, backend: nt_xent(*v, temperature=0.2, sampler=SAMPLERS[sampler], backend=backend),
+        views,
+        triton_backend,
+    )
     assert triton_backend["SymmetricTritonRowStats"] > 0
 
 
@@ -291,30 +383,54 @@ def test_supcon_with_triton_equals_the_reference_on_random_label_patterns(y: Ten
 def test_supcon_contrast_mode_one_with_hard_sampler_uses_the_general_kernels(triton_backend: Counter) -> None:
     views = [gaussian((30, 20), k) for k in (3, 4)]
     y = torch.arange(30) % 4
-    check_loss(lambda *v, backend: supcon(*v, labels=y, contrast_mode="one", temperature=0.3,
-                                          sampler=SAMPLERS["hard"], backend=backend), views, triton_backend)
+    check_loss(
+        lambda *v, backend: supcon(
+            *v, labels=y, contrast_mode="one", temperature=0.3, sampler=SAMPLERS["hard"], backend=backend
+        ),
+        views,
+        triton_backend,
+    )
     assert triton_backend["TritonRowStats"] > 0
 
 
 @pytest.mark.parametrize("in_batch", [True, False])
-def test_infonce_with_extra_negatives_and_triton_equals_the_reference(in_batch: bool,
-                                                                     triton_backend: Counter) -> None:
+def test_infonce_with_extra_negatives_and_triton_equals_the_reference(
+    in_batch: bool, triton_backend: Counter
+) -> None:
     q, k, negatives = gaussian((37, 20), 5), gaussian((37, 20), 6), gaussian((50, 20), 7)
-    check_loss(lambda q, k, n, backend: infonce(q, k, n, temperature=0.1, in_batch_negatives=in_batch,
-                                                sampler=SAMPLERS["debiased"], backend=backend),
-               [q, k, negatives], triton_backend)
+    check_loss(
+        lambda q, k, n, backend: infonce(
+            q,
+            k,
+            n,
+            temperature=0.1,
+            in_batch_negatives=in_batch,
+            sampler=SAMPLERS["debiased"],
+            backend=backend,
+        ),
+        [q, k, negatives],
+        triton_backend,
+    )
 
 
 def test_clip_with_a_learnable_scale_and_triton_equals_the_reference(triton_backend: Counter) -> None:
     image, text = gaussian((37, 70), 8), gaussian((37, 70), 9)
     theta = torch.tensor(2.5, dtype=torch.float64)
-    check_loss(lambda i, t, s, backend: clip(i, t, s.exp(), backend=backend), [image, text, theta], triton_backend)
+    check_loss(
+        lambda i, t, s, backend: clip(i, t, s.exp(), backend=backend), [image, text, theta], triton_backend
+    )
 
 
 @pytest.mark.parametrize("sampler", ["debiased", "hard"])
-def test_samplers_on_nt_xent_with_extra_negatives_and_triton_equal_the_reference(sampler: str,
-                                                                                 triton_backend: Counter) -> None:
+def test_samplers_on_nt_xent_with_extra_negatives_and_triton_equal_the_reference(
+    sampler: str, triton_backend: Counter
+) -> None:
     views = [gaussian((25, 20), seed) for seed in (11, 12)]
     extra = gaussian((19, 20), 13)
-    check_loss(lambda a, b, n, backend: nt_xent(a, b, negatives=n, temperature=0.5, sampler=SAMPLERS[sampler],
-                                                backend=backend), views + [extra], triton_backend)
+    check_loss(
+        lambda a, b, n, backend: nt_xent(
+            a, b, negatives=n, temperature=0.5, sampler=SAMPLERS[sampler], backend=backend
+        ),
+        views + [extra],
+        triton_backend,
+    )

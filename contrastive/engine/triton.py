@@ -4,40 +4,45 @@ Same contract as :mod:`contrastive.engine.chunked`: :class:`TritonRowStats` take
 the arguments of ``ChunkedRowStats.apply`` and returns ``(neg_lse (M, E), pos_lse (M,),
 pos_sum (M,))``; :class:`SymmetricTritonRowStats` those of ``SymmetricChunkedRowStats``.
 
-* Forward: one kernel launch, one pass over candidate tiles per block of anchors, an
-  online log-sum-exp per exponent (:func:`~contrastive.engine.triton_kernels.row_stats_forward_kernel`).
+* Forward: one launch, one pass over candidate tiles per block of anchors, an online
+  log-sum-exp per exponent (:func:`~contrastive.engine.triton_kernels.row_stats_forward_kernel`).
 * Backward: recomputes the tiles and forms
-  :math:`dS_{ij} = \sum_e g_{ie}\gamma_e e^{\gamma_e s_{ij}-\mathrm{lse}_{ie}}[N] + (h_i e^{s_{ij}-\mathrm{pos\_lse}_i} + k_i)[P]`;
-  ``dA = dS·C/τ`` row-parallel, ``dC = dSᵀ·A/τ`` column-parallel (deterministic, no atomics),
-  ``d(1/τ) = Σ_i <a_i, (dS·C)_i>``. The symmetric case computes ``(dS + dSᵀ)·Z`` in one
-  row-parallel pass.
+
+  .. math::
+
+      dS_{ij} = \sum_e g_{ie}\gamma_e e^{\gamma_e s_{ij}-\mathrm{lse}_{ie}}[j\in N(i)]
+              + (h_i e^{s_{ij}-\mathrm{pos\_lse}_i} + k_i)[j\in P(i)];
+
+  ``dA = dS·C/τ`` row-parallel, ``dC = dSᵀ·A/τ`` column-parallel (deterministic, no
+  atomics), ``d(1/τ) = Σ_i <a_i, (dS·C)_i>``. The symmetric case computes
+  ``(dS + dSᵀ)·Z`` in one row-parallel pass.
 
 Inputs fp32, bf16, fp16 (accumulated in fp32) or fp64 (accumulated in fp64). ``triton``
-is imported only when a kernel is first launched, so this module imports without it,
-and ``TRITON_INTERPRET=1`` set before that first launch runs the kernels on the CPU.
+is imported only when needed, so this module imports without it; kernels launched while
+``TRITON_INTERPRET=1`` is set run in Triton's interpreter (on CPU tensors too).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-import math
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-from types import ModuleType
 
 import torch
 
 from contrastive.engine.reference import compute_dtype
+from contrastive.engine.triton_launch import (
+    TileConfig,
+    backward_products,
+    forward_stats,
+    interpreter_enabled,
+    tile_config,
+)
 
 Tensor = torch.Tensor
-LOG2E = 1.4426950408889634
 #: Input dtypes the kernels accept.
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 #: Input dtypes for which ``backend="auto"`` prefers Triton on CUDA (fp64 stays on the chunked engine).
 AUTO_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_MAX_EXPONENTS = 4  # mirrors triton_kernels.MAX_EXPONENTS without importing triton
 
 
 @functools.cache
@@ -50,205 +55,31 @@ def triton_available() -> bool:
     return True
 
 
-def interpreter_enabled() -> bool:
-    """Return whether ``TRITON_INTERPRET`` asks Triton to run kernels on the CPU."""
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
-
-
 def can_launch(device: torch.device) -> bool:
     """Return whether kernels can run on tensors of ``device``: CUDA, or any device under the interpreter."""
     return triton_available() and (device.type == "cuda" or interpreter_enabled())
 
 
 def auto_prefers_triton(device: torch.device, dtype: torch.dtype) -> bool:
-    """Return whether ``backend="auto"`` should use Triton: CUDA tensors of fp32/bf16/fp16 with Triton importable."""
+    """Return whether ``backend="auto"`` should use Triton: fp32/bf16/fp16 CUDA tensors, Triton importable."""
     return device.type == "cuda" and dtype in AUTO_DTYPES and triton_available()
 
 
-def _kernels() -> ModuleType:
-    """Return the kernel module, (re)imported so that its kernels follow the current ``TRITON_INTERPRET``.
-
-    ``triton.jit`` decides between compiled and interpreted kernels when it decorates them,
-    so the module is imported on first use and reloaded if the setting changed since.
-    """
-    module = importlib.import_module("contrastive.engine.triton_kernels")
-    interpreted = type(module.row_stats_forward_kernel).__name__ == "InterpretedFunction"
-    if interpreted != interpreter_enabled():
-        module = importlib.reload(module)
-    return module
-
-
-@dataclass(frozen=True)
-class TileConfig:
-    """Tile edges and launch options: anchors x candidates per tile, feature chunk, output feature block."""
-
-    block_m: int
-    block_n: int
-    block_d: int
-    block_dv: int
-    num_warps: int
-    num_stages: int
-
-
-def _pow2_between(value: int, low: int, high: int) -> int:
-    """Return the power of two nearest above ``value``, clamped to ``[low, high]``."""
-    return max(low, min(high, 1 << max(0, math.ceil(math.log2(max(1, value))))))
-
-
-def tile_config(dtype: torch.dtype, dim: int, device: torch.device, block: int | None = None) -> TileConfig:
-    """Return the tile configuration for inputs of ``dtype`` and ``dim`` features on ``device``.
-
-    ``block`` (the engine's ``block_size``) sets the anchor and candidate tile edges, rounded
-    up to a power of two in [16, 128]; None picks 64. Features are read in chunks of 64 (32 for 4-byte
-    and wider inputs) and the backward writes at most 128 features per program.
-    """
-    wide = dtype.itemsize >= 4
-    edge = _pow2_between(block, 16, 128) if block is not None else 64
-    block_d = _pow2_between(dim, 16, 32 if wide else 64)
-    block_dv = _pow2_between(dim, 16, 64 if wide else 128)
-    return TileConfig(edge, edge, block_d, block_dv, num_warps=4 if edge <= 64 else 8, num_stages=2)
-
-
-def _precision(dtype: torch.dtype) -> str:
-    """Return ``tl.dot``'s input precision: exact fp32 unless torch allows TF32 for fp32 matmuls."""
-    if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
-        return "tf32"
-    return "ieee"
-
-
-def _check_launchable(*tensors: Tensor) -> None:
-    """Raise ValueError unless the tensors can reach a kernel (dtype, device, Triton importable)."""
-    first = tensors[0]
+def _check_launchable(tensor: Tensor) -> None:
+    """Raise ValueError unless ``tensor``'s dtype and device can reach a kernel (Triton importable)."""
     if not triton_available():
         raise ValueError("backend='triton' needs the triton package; install it or use backend='chunked'")
-    if first.dtype not in SUPPORTED_DTYPES:
-        raise ValueError(f"the Triton engine takes {SUPPORTED_DTYPES} inputs, got {first.dtype}")
-    if not can_launch(first.device):
-        raise ValueError(f"the Triton engine runs on CUDA tensors (or on any device with TRITON_INTERPRET=1 set "
-                         f"before triton is first imported), got tensors on {first.device}; use backend='chunked'")
-
-
-def _groups(exponents: Sequence[float]) -> list[tuple[int, tuple[float, ...]]]:
-    """Split the exponents into ``(first column, exponents)`` groups of at most four, one launch each."""
-    return [(e0, tuple(exponents[e0:e0 + _MAX_EXPONENTS])) for e0 in range(0, len(exponents), _MAX_EXPONENTS)]
-
-
-def _padded(group: tuple[float, ...]) -> tuple[float, float, float, float]:
-    """The group's exponents as the kernels' four scalar arguments (unused ones are 0)."""
-    return tuple(float(g) for g in group) + (0.0,) * (_MAX_EXPONENTS - len(group))  # type: ignore[return-value]
-
-
-def _dtypes(dtype: torch.dtype) -> dict[str, object]:
-    """Return the kernels' ``ACC`` (accumulation), ``DOT`` (dot operand) and ``PRECISION`` for inputs of ``dtype``.
-
-    The dot operands are the inputs' dtype (and dS is rounded to it, as in flash attention),
-    except bf16 under the interpreter, which cannot multiply bf16: there they are fp32.
-    """
-    import triton.language as tl
-
-    names = {torch.float32: tl.float32, torch.float64: tl.float64, torch.float16: tl.float16,
-             torch.bfloat16: tl.bfloat16}
-    dot = tl.float32 if dtype == torch.bfloat16 and interpreter_enabled() else names[dtype]
-    acc = tl.float64 if compute_dtype(dtype) == torch.float64 else tl.float32
-    return {"ACC": acc, "DOT": dot, "PRECISION": _precision(dtype)}
-
-
-def triton_cdiv(x: int, y: int) -> int:
-    """Return ⌈x / y⌉ for positive ints."""
-    return -(-x // y)
-
-
-def forward_stats(a: Tensor, c: Tensor, a_labels: Tensor, c_labels: Tensor, a_self: Tensor, inv_tau: Tensor,
-                  exponents: Sequence[float], config: TileConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """Launch the forward kernel(s) and return ``(neg_lse, pos_lse, pos_sum)`` in the accumulation dtype."""
-    kernels = _kernels()
-    m, n, d = a.shape[0], c.shape[0], a.shape[1]
-    dtype = compute_dtype(a.dtype)
-    neg_lse = torch.full((m, len(exponents)), float("-inf"), dtype=dtype, device=a.device)
-    pos_lse = torch.full((m,), float("-inf"), dtype=dtype, device=a.device)
-    pos_sum = torch.zeros(m, dtype=dtype, device=a.device)
-    if m == 0 or n == 0:
-        return neg_lse, pos_lse, pos_sum
-    grid = (triton_cdiv(m, config.block_m),)
-    for e0, group in _groups(exponents):
-        out = neg_lse if len(group) == len(exponents) else torch.empty((m, len(group)), dtype=dtype, device=a.device)
-        kernels.row_stats_forward_kernel[grid](
-            a, c, a_labels, c_labels, a_self, inv_tau, out, pos_lse, pos_sum, *_padded(group),
-            m, n, d, a.stride(0), c.stride(0), out.stride(0),
-            NUM_EXP=len(group), BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
-            **_dtypes(a.dtype), num_warps=config.num_warps,
-            num_stages=config.num_stages)
-        if out is not neg_lse:
-            neg_lse[:, e0:e0 + len(group)] = out
-    return neg_lse, pos_lse, pos_sum
-
-
-def coefficient_table(grads: Sequence[Tensor | None], neg_lse: Tensor, pos_lse: Tensor,
-                      group: tuple[float, ...], e0: int, with_positives: bool) -> Tensor:
-    r"""Return the ``(M, 2E + 3)`` per-anchor backward coefficients of one exponent group.
-
-    Columns ``[γ_e ∂L/∂neg_lse_e, neg_lse_e·log2 e]`` per exponent, then ``∂L/∂pos_lse``,
-    ``pos_lse·log2 e`` and ``∂L/∂pos_sum`` (zeros unless ``with_positives``). Empty sets
-    (lse = -inf) get a shift of 0; their masks are empty, so it is never used.
-    """
-    def grad_or_zero(g: Tensor | None, like: Tensor) -> Tensor:
-        return torch.zeros_like(like) if g is None else g.to(like.dtype)
-
-    def shift(lse: Tensor) -> Tensor:
-        return torch.where(torch.isfinite(lse), lse, torch.zeros((), dtype=lse.dtype, device=lse.device)) * LOG2E
-
-    g_neg = grad_or_zero(grads[0], neg_lse)
-    columns = []
-    for offset, gamma in enumerate(group):
-        e = e0 + offset
-        columns += [g_neg[:, e] * gamma, shift(neg_lse[:, e])]
-    if with_positives:
-        columns += [grad_or_zero(grads[1], pos_lse), shift(pos_lse), grad_or_zero(grads[2], pos_lse)]
-    else:
-        columns += [torch.zeros_like(pos_lse)] * 3
-    return torch.stack(columns, dim=1).contiguous()
-
-
-def backward_products(a: Tensor, c: Tensor, a_labels: Tensor, c_labels: Tensor, a_self: Tensor, inv_tau: Tensor,
-                      exponents: Sequence[float], grads: Sequence[Tensor | None], neg_lse: Tensor, pos_lse: Tensor,
-                      config: TileConfig, rows: bool, columns: bool,
-                      symmetric: bool = False) -> tuple[Tensor | None, Tensor | None]:
-    """Return ``(dS·C, dSᵀ·A)`` in the accumulation dtype (each only if asked; ``(dS + dSᵀ)·Z`` if symmetric)."""
-    kernels = _kernels()
-    m, n, d = a.shape[0], c.shape[0], a.shape[1]
-    dtype = compute_dtype(a.dtype)
-    dA = torch.zeros((m, d), dtype=dtype, device=a.device) if rows else None
-    dC = torch.zeros((n, d), dtype=dtype, device=a.device) if columns else None
-    if m == 0 or n == 0 or d == 0:
-        return dA, dC
-    common = {"BLOCK_M": config.block_m, "BLOCK_N": config.block_n, "BLOCK_D": config.block_d,
-              "BLOCK_DV": config.block_dv, **_dtypes(a.dtype),
-              "num_warps": config.num_warps, "num_stages": config.num_stages}
-    features = triton_cdiv(d, config.block_dv)
-    for e0, group in _groups(exponents):
-        table = coefficient_table(grads, neg_lse, pos_lse, group, e0, with_positives=e0 == 0)
-        scalars = (*_padded(group), m, n, d, a.stride(0), c.stride(0), table.stride(0))
-        if dA is not None:
-            out = dA if e0 == 0 else torch.empty_like(dA)
-            kernels.row_stats_backward_rows_kernel[(triton_cdiv(m, config.block_m), features)](
-                a, c, a_labels, c_labels, a_self, inv_tau, table, out, *scalars, out.stride(0),
-                NUM_EXP=len(group), SYMMETRIC=symmetric, **common)
-            if out is not dA:
-                dA += out
-        if dC is not None:
-            out = dC if e0 == 0 else torch.empty_like(dC)
-            kernels.row_stats_backward_columns_kernel[(triton_cdiv(n, config.block_n), features)](
-                a, c, a_labels, c_labels, a_self, inv_tau, table, out, *scalars, out.stride(0),
-                NUM_EXP=len(group), **common)
-            if out is not dC:
-                dC += out
-    return dA, dC
+    if tensor.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"the Triton engine takes {SUPPORTED_DTYPES} inputs, got {tensor.dtype}")
+    if not can_launch(tensor.device):
+        raise ValueError(f"the Triton engine runs on CUDA tensors (on others only with TRITON_INTERPRET=1), "
+                         f"got tensors on {tensor.device}; use backend='chunked'")
 
 
 def _prepare(anchors: Tensor, candidates: Tensor, anchor_labels: Tensor, candidate_labels: Tensor,
              anchor_index: Tensor, inv_tau: Tensor) -> tuple[Tensor, ...]:
-    """Contiguous kernel operands: embeddings in their own dtype, int64 labels, 1/τ in the accumulation dtype."""
-    _check_launchable(anchors, candidates)
+    """Return contiguous kernel operands: embeddings as given, int64 labels, 1/τ in the accumulation dtype."""
+    _check_launchable(anchors)
     dtype = compute_dtype(anchors.dtype)
     return (anchors.contiguous(), candidates.contiguous(), anchor_labels.contiguous().long(),
             candidate_labels.contiguous().long(), anchor_index.contiguous().long(),
@@ -256,11 +87,11 @@ def _prepare(anchors: Tensor, candidates: Tensor, anchor_labels: Tensor, candida
 
 
 class TritonRowStats(torch.autograd.Function):
-    """Row statistics of ``anchors`` against ``candidates`` by the fused Triton kernels (chunked's contract)."""
+    """Row statistics of ``anchors`` against ``candidates`` by the fused kernels (as ``ChunkedRowStats``)."""
 
     @staticmethod
-    def forward(ctx, anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, exponents,  # type: ignore[override]
-                block):
+    def forward(ctx, anchors, candidates, anchor_labels, candidate_labels,  # type: ignore[override]
+                anchor_index, inv_tau, exponents, block):
         """Compute ``(neg_lse, pos_lse, pos_sum)`` with one pass over candidate tiles per anchor block."""
         a, c, a_labels, c_labels, a_self, inv = _prepare(anchors, candidates, anchor_labels, candidate_labels,
                                                          anchor_index, inv_tau)
@@ -286,7 +117,7 @@ class TritonRowStats(torch.autograd.Function):
 
 
 class SymmetricTritonRowStats(torch.autograd.Function):
-    """Row statistics of ``z`` against itself (self excluded) by the fused kernels (symmetric chunked's contract)."""
+    """Row statistics of ``z`` against itself, self excluded (``SymmetricChunkedRowStats``' contract)."""
 
     @staticmethod
     def forward(ctx, z, labels, inv_tau, exponents, block):  # type: ignore[override]
@@ -308,7 +139,9 @@ class SymmetricTritonRowStats(torch.autograd.Function):
         dz, _ = backward_products(z, z, labels, labels, z_self, inv, ctx.exponents, grads, lse, pos_lse,
                                   ctx.config, rows=True, columns=False, symmetric=True)
         # Σ dS∘S = (1/τ)·½·Σ_i <z_i, ((dS + dSᵀ)·Z)_i>, so d(1/τ) = ½ Σ_i <z_i, dz_i>
-        grad_t = (0.5 * torch.vdot(z.to(lse.dtype).reshape(-1), dz.reshape(-1))).to(inv_tau.dtype) if need_t else None
+        grad_t = None
+        if need_t:
+            grad_t = (0.5 * torch.vdot(z.to(lse.dtype).reshape(-1), dz.reshape(-1))).to(inv_tau.dtype)
         grad_z = (dz * inv).to(z.dtype) if need_z else None
         return grad_z, None, grad_t, None, None
 

@@ -49,24 +49,24 @@ def _dot_tile(x_ptr, y_ptr, x_rows, y_rows, num_x, num_y, dim, stride_x, stride_
 
 
 @triton.jit
-def _online_lse2(m, l, x, mask):
-    """Fold the masked entries of ``x`` (log2 domain, rows) into a running max ``m`` and scaled sum ``l``.
+def _online_lse2(m, total, x, mask):
+    """Fold the masked entries of ``x`` (log2 domain, rows) into a running max ``m`` and scaled sum ``total``.
 
-    Invariant: :math:`\\sum 2^{x} = l \\cdot 2^{m}` over the entries seen so far, ``m = -inf`` and
-    ``l = 0`` while none has been seen.
+    Invariant: :math:`\\sum 2^{x} = \\mathrm{total} \\cdot 2^{m}` over the entries seen so far,
+    ``m = -inf`` and ``total = 0`` while none has been seen.
     """
     x = tl.where(mask, x, float("-inf"))
     m_new = tl.maximum(m, tl.max(x, axis=1))
     m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-    l = l * tl.exp2(m - m_ref) + tl.sum(tl.exp2(x - m_ref[:, None]), axis=1)
-    return m_new, l
+    total = total * tl.exp2(m - m_ref) + tl.sum(tl.exp2(x - m_ref[:, None]), axis=1)
+    return m_new, total
 
 
 @triton.jit
-def _finish_lse(m, l):
-    """Return the natural-log log-sum-exp ``(m + log2 l)·ln 2`` (-inf where nothing was summed)."""
-    positive = l > 0.0
-    return tl.where(positive, (m + tl.log2(tl.where(positive, l, 1.0))) * LN2, float("-inf"))
+def _finish_lse(m, total):
+    """Return the natural-log log-sum-exp ``(m + log2 total)·ln 2`` (-inf where nothing was summed)."""
+    positive = total > 0.0
+    return tl.where(positive, (m + tl.log2(tl.where(positive, total, 1.0))) * LN2, float("-inf"))
 
 
 @triton.jit
@@ -185,7 +185,8 @@ def _dsim(t, negative, positive, g0, g1, g2, g3,
     r"""Return :math:`\partial L/\partial s` on a tile from :math:`t = s\log_2 e` and broadcast coefficients.
 
     :math:`\sum_e c_e\, 2^{\gamma_e t - \sigma_e}[N] + (h\, 2^{t-\rho} + k)[P]`, with
-    :math:`c_e = \gamma_e\,\partial L/\partial \mathrm{neg\_lse}_e`, :math:`\sigma_e = \mathrm{neg\_lse}_e\log_2 e`,
+    :math:`c_e = \gamma_e\,\partial L/\partial \mathrm{neg\_lse}_e`,
+    :math:`\sigma_e = \mathrm{neg\_lse}_e\log_2 e`,
     :math:`h = \partial L/\partial \mathrm{pos\_lse}`, :math:`\rho = \mathrm{pos\_lse}\log_2 e`,
     :math:`k = \partial L/\partial \mathrm{pos\_sum}`.
     """
@@ -239,8 +240,8 @@ def row_stats_backward_rows_kernel(
                    c0[:, None], s0[:, None], c1[:, None], s1[:, None], c2[:, None], s2[:, None],
                    c3[:, None], s3[:, None], h[:, None], rho[:, None], k[:, None], NUM_EXP)
         if SYMMETRIC:
-            d0, t0, d1, t1, d2, t2, d3, t3, hc, rc, kc = _load_coefficients(coef_ptr, cols, col_ok, stride_coef,
-                                                                             NUM_EXP, ACC)
+            d0, t0, d1, t1, d2, t2, d3, t3, hc, rc, kc = _load_coefficients(
+                coef_ptr, cols, col_ok, stride_coef, NUM_EXP, ACC)
             ds += _dsim(t, negative, positive, g0, g1, g2, g3,
                         d0[None, :], t0[None, :], d1[None, :], t1[None, :], d2[None, :], t2[None, :],
                         d3[None, :], t3[None, :], hc[None, :], rc[None, :], kc[None, :], NUM_EXP)
