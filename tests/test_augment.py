@@ -130,10 +130,13 @@ def test_identity_parameters_return_the_input_exactly(name: str, x: torch.Tensor
     assert torch.equal(aug(x, generator=seed), x)
 
 
+@pytest.mark.parametrize("hue_space", ["yiq", "hsv"])
 @given(x=image_batches(channels=(3,)), seed=seeds())
-def test_jitter_with_identity_factors_drawn_is_exact_even_when_applied(x: torch.Tensor, seed: int) -> None:
+def test_jitter_with_identity_factors_drawn_is_exact_even_when_applied(
+    hue_space: str, x: torch.Tensor, seed: int
+) -> None:
     """A sample whose drawn factors are (1, 1, 1, 0) comes back unchanged although jitter runs on it."""
-    aug = ColorJitter(0.5, 0.5, 0.5, 0.1, p=1.0)
+    aug = ColorJitter(0.5, 0.5, 0.5, 0.1, p=1.0, hue_space=hue_space)
     params = aug.sample_params(x.shape, torch.Generator().manual_seed(seed))
     one = torch.ones_like(params.brightness)
     params = type(params)(one, one, one, torch.zeros_like(one), params.order, params.applied)
@@ -211,6 +214,7 @@ BAD_ARGUMENTS: list[tuple[Callable[[], object], str]] = [
     (lambda: ColorJitter(hue=0.6), "hue"),
     (lambda: ColorJitter(hue=(-0.7, 0.1)), "hue"),
     (lambda: ColorJitter(p=2.0), "p"),
+    (lambda: ColorJitter(hue_space="lab"), "hue_space"),
     (lambda: RandomGrayscale(p=-1.0), "p"),
     (lambda: GaussianBlur(4), "kernel_size"),
     (lambda: GaussianBlur(-3), "kernel_size"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import math
 
 import pytest
@@ -45,7 +46,19 @@ def ref_hue(img: torch.Tensor, h: float) -> torch.Tensor:
     return torch.einsum("ij,jhw->ihw", torch.linalg.inv(t), torch.stack([yiq[0], i, q])).clamp(0, 1)
 
 
-def ref_jitter(img: torch.Tensor, params: JitterParams, i: int) -> torch.Tensor:
+def ref_hue_hsv(img: torch.Tensor, h: float) -> torch.Tensor:
+    """Shift the HSV hue of every pixel by h turns with the standard library's colorsys."""
+    if img.shape[0] == 1 or h == 0:
+        return img
+    out = img.clone()
+    for row in range(img.shape[1]):
+        for col in range(img.shape[2]):
+            hue, sat, val = colorsys.rgb_to_hsv(*img[:, row, col].tolist())
+            out[:, row, col] = torch.tensor(colorsys.hsv_to_rgb((hue + h) % 1.0, sat, val))
+    return out
+
+
+def ref_jitter(img: torch.Tensor, params: JitterParams, i: int, hue_space: str = "yiq") -> torch.Tensor:
     """torchvision-style jitter of image i, one operation after another in its order."""
     if not params.applied[i]:
         return img
@@ -58,8 +71,10 @@ def ref_jitter(img: torch.Tensor, params: JitterParams, i: int) -> torch.Tensor:
         elif op == 2:
             f = float(params.saturation[i])
             img = img if img.shape[0] == 1 else (f * img + (1 - f) * ref_gray(img)).clamp(0, 1)
-        else:
+        elif hue_space == "yiq":
             img = ref_hue(img, float(params.hue[i]))
+        else:
+            img = ref_hue_hsv(img, float(params.hue[i]))
     return img
 
 
@@ -110,19 +125,21 @@ def test_crop_matches_cutting_out_and_resizing_each_image(
         close(y_flipped[i], expected.flip(-1) if flip[i] else expected)
 
 
+@pytest.mark.parametrize("hue_space", ["yiq", "hsv"])
 @given(x=image_batches(dtypes=FLOATS), data=st.data(), seed=seeds())
 def test_jitter_matches_per_image_operations_in_each_order(
-    x: torch.Tensor, data: st.DataObject, seed: int
+    hue_space: str, x: torch.Tensor, data: st.DataObject, seed: int
 ) -> None:
     """Batched jitter equals applying brightness/contrast/saturation/hue image by image in the drawn order."""
     aug = ColorJitter(
         data.draw(strengths()), data.draw(strengths()), data.draw(strengths()), data.draw(strengths(0.5)),
         p=data.draw(probabilities()),
+        hue_space=hue_space,
     )  # fmt: skip
     params = aug.sample_params(x.shape, torch.Generator().manual_seed(seed))
     y = aug.apply(x, params)
     for i in range(x.shape[0]):
-        close(y[i], ref_jitter(x[i].double(), params, i))
+        close(y[i], ref_jitter(x[i].double(), params, i, hue_space))
 
 
 @given(x=image_batches(dtypes=FLOATS, min_side=4), data=st.data(), seed=seeds())
@@ -296,6 +313,18 @@ def test_coins_and_sigma_follow_their_distributions(prob: float) -> None:
     sigma = GaussianBlur(sigma=(0.1, 2.0)).sample_params(shape, g).sigma
     assert float(sigma.mean()) == pytest.approx(1.05, abs=0.01)
     assert float(sigma.var()) == pytest.approx(1.9**2 / 12, rel=0.05)
+
+
+def test_hsv_hue_shift_matches_kornia() -> None:
+    """``hue_space="hsv"`` shifts hue as kornia's ``adjust_hue`` (HSV, angle 2 pi h)."""
+    kornia = pytest.importorskip("kornia")
+    x = torch.rand(4, 3, 9, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    aug = ColorJitter(hue=0.5, hue_space="hsv")
+    params = aug.sample_params(x.shape, torch.Generator().manual_seed(1))
+    y = aug.apply(x, params)
+    for i in range(4):
+        expected = kornia.enhance.adjust_hue(x[i : i + 1], 2 * math.pi * float(params.hue[i]))[0]
+        torch.testing.assert_close(y[i], expected, atol=1e-6, rtol=0)
 
 
 def test_grayscale_matches_kornia() -> None:

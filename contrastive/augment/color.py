@@ -12,7 +12,15 @@ from contrastive.augment.base import RandomAugmentation, check_probability
 from contrastive.augment.flip import draw_coins
 from contrastive.hookspecs import Register, hookimpl
 
-__all__ = ["GRAY_WEIGHTS", "CoinParams", "RandomGrayscale", "Solarize", "grayscale", "hue_matrix"]
+__all__ = [
+    "GRAY_WEIGHTS",
+    "CoinParams",
+    "RandomGrayscale",
+    "Solarize",
+    "grayscale",
+    "hue_matrix",
+    "shift_hue_hsv",
+]
 
 #: luma weights of ITU-R BT.601 (the Y of YIQ), used for grayscale, contrast and saturation
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -49,6 +57,30 @@ def hue_matrix(hue: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.T
     delta = t_inv @ rot @ t
     delta = torch.where((hue == 0)[:, None, None], torch.zeros_like(delta), delta)
     return (torch.eye(3, dtype=torch.float64, device=hue.device) + delta).to(dtype)
+
+
+def shift_hue_hsv(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Shift the HSV hue of each RGB image of ``x`` (n, 3, ...) by ``shift[i]`` turns (as torchvision).
+
+    Saturation and value are kept; the result is in [0, 1] for input in [0, 1].
+    """
+    r, g, b = x.unbind(1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    minc = torch.minimum(torch.minimum(r, g), b)
+    chroma = maxc - minc
+    sat = chroma / torch.where(maxc == 0, torch.ones_like(maxc), maxc)
+    safe = torch.where(chroma == 0, torch.ones_like(chroma), chroma)
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    is_r = maxc == r
+    is_g = (maxc == g) & ~is_r
+    hue = torch.where(is_r, bc - gc, torch.where(is_g, 2.0 + rc - bc, 4.0 + gc - rc))
+    view = (-1,) + (1,) * (hue.dim() - 1)
+    hue = torch.remainder(hue / 6.0 + shift.to(x.dtype).view(view), 1.0)
+    out = []
+    for n in (5.0, 3.0, 1.0):  # R, G, B of HSV -> RGB: v - v s clamp(min(k, 4 - k), 0, 1)
+        k = torch.remainder(n + hue * 6.0, 6.0)
+        out.append(maxc - maxc * sat * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0))
+    return torch.stack(out, dim=1).clamp_(0, 1)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from contrastive.augment.base import RandomAugmentation, check_probability, draw_device
-from contrastive.augment.color import GRAY_WEIGHTS, hue_matrix
+from contrastive.augment.color import GRAY_WEIGHTS, hue_matrix, shift_hue_hsv
 from contrastive.hookspecs import Register, hookimpl
 
 __all__ = ["ColorJitter", "JitterParams"]
@@ -76,12 +76,13 @@ class ColorJitter(RandomAugmentation[JitterParams]):
     With probability ``p`` an image gets, each clamped to [0, 1] after it (torchvision's definitions):
     brightness ``f x``; contrast ``f x + (1 - f) mean(gray(x))``; saturation
     ``f x + (1 - f) gray(x)`` with ``gray = 0.299 R + 0.587 G + 0.114 B``; hue: a rotation
-    of the chroma plane of YIQ by ``2 pi h`` (an approximation of the HSV hue shift that
-    keeps luma and is linear in RGB). Factors are uniform on ``[max(0, 1 - v), 1 + v]`` for
-    a strength ``v`` and ``h ~ U[-hue, hue]``. The order of the enabled operations is
-    drawn per image (torchvision draws one order per call). SimCLR (Chen et al. 2020)
-    uses strength s: ``ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s, p=0.8)``. On one-channel
-    images saturation and hue do nothing.
+    of the chroma plane of YIQ by ``2 pi h`` (``hue_space="yiq"``, the default: an approximation
+    of the HSV hue shift that keeps luma and is linear in RGB, so every step is one 3x3 matrix),
+    or torchvision's HSV hue shift (``hue_space="hsv"``, slower). Factors are uniform on
+    ``[max(0, 1 - v), 1 + v]`` for a strength ``v`` and ``h ~ U[-hue, hue]``. The order of
+    the enabled operations is drawn per image (torchvision draws one order per call).
+    SimCLR (Chen et al. 2020) uses strength s: ``ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s, p=0.8)``.
+    On one-channel images saturation and hue do nothing.
     """
 
     channels = (1, 3)
@@ -93,8 +94,9 @@ class ColorJitter(RandomAugmentation[JitterParams]):
         saturation: float | Sequence[float] = 0.0,
         hue: float | Sequence[float] = 0.0,
         p: float = 1.0,
+        hue_space: str = "yiq",
     ) -> None:
-        """Jitter with the given strengths (or ranges) with probability ``p`` per image."""
+        """Jitter with these strengths (or ranges) with probability ``p``; hue in ``"yiq"`` or ``"hsv"``."""
         super().__init__()
         self.ranges = (
             _factor_range("brightness", brightness),
@@ -103,6 +105,9 @@ class ColorJitter(RandomAugmentation[JitterParams]):
             _hue_range(hue),
         )
         self.p = check_probability("p", p)
+        if hue_space not in ("yiq", "hsv"):
+            raise ValueError(f"hue_space must be 'yiq' or 'hsv', got {hue_space!r}")
+        self.hue_space = hue_space
         self.enabled = tuple(i for i, r in enumerate(self.ranges) if r != (_IDENTITY[i], _IDENTITY[i]))
 
     def sample_params(
@@ -129,8 +134,11 @@ class ColorJitter(RandomAugmentation[JitterParams]):
 
     def _step_matrices(
         self, params: JitterParams, channels: int, dtype: torch.dtype, device: torch.device
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per step, each sample's colour matrix (B, C, C) and contrast factor (B,) (1 if not contrast)."""
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Per step, each sample's colour matrix (B, C, C), contrast factor and HSV hue shift (B,).
+
+        The contrast factor is 1 and the HSV shift 0 where a sample does something else.
+        """
         applied = params.applied.to(device)
         order = params.order.to(device)
         b = applied.shape[0]
@@ -146,11 +154,11 @@ class ColorJitter(RandomAugmentation[JitterParams]):
             ones_gray = torch.ones(3, 1, dtype=torch.float64, device=device) * gray[None, :]
             s = f[SATURATION][:, None, None]
             sat = s * eye + (1 - s) * ones_gray
-            hue = hue_matrix(f[HUE], torch.float64)
+            hue = hue_matrix(f[HUE], torch.float64) if self.hue_space == "yiq" else eye.expand(b, 3, 3)
         else:
             sat = hue = eye.expand(b, 1, 1)
         scale = {BRIGHTNESS: f[BRIGHTNESS][:, None, None] * eye, CONTRAST: f[CONTRAST][:, None, None] * eye}
-        mats, contrast = [], []
+        mats, contrast, hsv = [], [], []
         for t in range(order.shape[1]):
             op = order[:, t][:, None, None]
             m = torch.where(
@@ -159,7 +167,9 @@ class ColorJitter(RandomAugmentation[JitterParams]):
             m = torch.where(op == SATURATION, sat, torch.where(op == HUE, hue, m))
             mats.append(m.to(dtype))
             contrast.append(torch.where(order[:, t] == CONTRAST, f[CONTRAST], 1.0).to(dtype))
-        return mats, contrast
+            shift = f[HUE] if self.hue_space == "hsv" and channels == 3 else torch.zeros_like(f[HUE])
+            hsv.append(torch.where(order[:, t] == HUE, shift, 0.0).to(dtype))
+        return mats, contrast, hsv
 
     def _apply(self, x: torch.Tensor, params: JitterParams) -> torch.Tensor:
         """Apply the per-sample colour steps, one 3x3 (or 1x1) matrix and a clamp per step."""
@@ -167,16 +177,17 @@ class ColorJitter(RandomAugmentation[JitterParams]):
         if b == 0 or params.order.shape[1] == 0:
             return x
         x = x.contiguous()
-        mats, contrast = self._step_matrices(params, c, x.dtype, x.device)
+        mats, contrast, hsv = self._step_matrices(params, c, x.dtype, x.device)
         gray = torch.tensor(GRAY_WEIGHTS if c == 3 else (1.0,), dtype=x.dtype, device=x.device)
         use_contrast = [bool((k != 1).any()) for k in contrast]
+        use_hsv = [bool((s != 0).any()) for s in hsv]
         chunk = b if x.device.type != "cpu" else max(1, _CHUNK_ELEMENTS // (c * h * w))
         flat = x.view(b, c, h * w)
         work = torch.empty_like(flat[:chunk])
         for start in range(0, b, chunk):
             stop = min(b, start + chunk)
             src, dst = flat[start:stop], work[: stop - start]
-            for m, k, use in zip(mats, contrast, use_contrast, strict=True):
+            for m, k, use, s, shift in zip(mats, contrast, use_contrast, hsv, use_hsv, strict=True):
                 m = m[start:stop]
                 if use:
                     k = k[start:stop]
@@ -187,6 +198,12 @@ class ColorJitter(RandomAugmentation[JitterParams]):
                     torch.bmm(m, src, out=dst)
                 dst.clamp_(0, 1)
                 src, dst = dst, src
+                if shift:
+                    s = s[start:stop]
+                    idx = (s != 0).nonzero().squeeze(1)
+                    if idx.numel():
+                        sub = shift_hue_hsv(src.index_select(0, idx), s.index_select(0, idx))
+                        src.index_copy_(0, idx, sub)
             if src.data_ptr() != flat[start].data_ptr():
                 flat[start:stop].copy_(src)
         return x
@@ -194,7 +211,7 @@ class ColorJitter(RandomAugmentation[JitterParams]):
     def extra_repr(self) -> str:
         """Show the ranges and ``p``."""
         parts = [f"{name}={r}" for name, r in zip(_NAMES, self.ranges, strict=True)]
-        return ", ".join(parts) + f", p={self.p}"
+        return ", ".join(parts) + f", p={self.p}, hue_space={self.hue_space!r}"
 
 
 @hookimpl

@@ -75,7 +75,8 @@ class SimCLRAugmentation(Compose):
     p = 0.8, grayscale (p = 0.2) and Gaussian blur (kernel 10 % of the side, sigma in
     [0.1, 2.0], p = 0.5). ``blur=None`` blurs when the output side is at least 64
     pixels, leaving it out for CIFAR-sized images as the paper does. The crop and the
-    flip are computed in one resampling.
+    flip are computed in one resampling. ``hue_space`` picks the hue definition of
+    :class:`ColorJitter` (YIQ rotation by default, or torchvision's HSV shift).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class SimCLRAugmentation(Compose):
         blur: bool | None = None,
         scale: Sequence[float] = (0.08, 1.0),
         ratio: Sequence[float] = (3 / 4, 4 / 3),
+        hue_space: str = "yiq",
     ) -> None:
         """SimCLR's augmentation to ``size`` x ``size``, colour strength ``s``; ``blur=None``: from 64 px."""
         size = check_size("size", size)
@@ -95,7 +97,7 @@ class SimCLRAugmentation(Compose):
         augs: list[RandomAugmentation] = [
             RandomResizedCrop(size, scale=scale, ratio=ratio),
             HorizontalFlip(0.5),
-            ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5), p=0.8),
+            ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5), p=0.8, hue_space=hue_space),
             RandomGrayscale(0.2),
         ]
         if blur:
