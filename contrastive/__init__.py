@@ -6,8 +6,19 @@ lazily: importing this package loads none of them.
 
 from __future__ import annotations
 
+from contrastive import functional, linear, metrics
 from contrastive._version import __version__
+from contrastive.augment.base import Augmentation, RandomAugmentation
+from contrastive.augment.masking import RandomMask
+from contrastive.augment.pipelines import Compose, SimCLRAugmentation
+from contrastive.engine import RowStats, row_stats
 from contrastive.hookspecs import hookimpl
+from contrastive.losses.clip import ClipLoss
+from contrastive.losses.infonce import InfoNCELoss
+from contrastive.losses.linear_spectral import LinearSpectralContrastiveLoss
+from contrastive.losses.nt_xent import NTXentLoss
+from contrastive.losses.spectral import SpectralContrastiveLoss
+from contrastive.losses.supcon import SupConLoss
 from contrastive.registry import (
     PluginCollisionError,
     PluginError,
@@ -22,20 +33,48 @@ from contrastive.registry import (
     list_samplers,
     plugins,
 )
+from contrastive.samplers import (
+    DebiasedSampler,
+    HardNegativeSampler,
+    MemoryQueue,
+    Sampler,
+    UniformSampler,
+)
 
 __all__ = [
+    "__version__",
+    "Augmentation",
+    "ClipLoss",
+    "Compose",
+    "DebiasedSampler",
+    "functional",
+    "get_augmentation",
+    "get_loss",
+    "get_sampler",
+    "HardNegativeSampler",
+    "hookimpl",
+    "InfoNCELoss",
+    "linear",
+    "LinearSpectralContrastiveLoss",
+    "list_augmentations",
+    "list_losses",
+    "list_samplers",
+    "MemoryQueue",
+    "metrics",
+    "NTXentLoss",
     "PluginCollisionError",
     "PluginError",
     "PluginInfo",
     "PluginLoadWarning",
-    "UnknownPluginError",
-    "__version__",
-    "get_augmentation",
-    "get_loss",
-    "get_sampler",
-    "hookimpl",
-    "list_augmentations",
-    "list_losses",
-    "list_samplers",
     "plugins",
+    "RandomAugmentation",
+    "RandomMask",
+    "row_stats",
+    "RowStats",
+    "Sampler",
+    "SimCLRAugmentation",
+    "SpectralContrastiveLoss",
+    "SupConLoss",
+    "UniformSampler",
+    "UnknownPluginError",
 ]

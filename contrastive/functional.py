@@ -1,9 +1,15 @@
-"""Functional twins of the engine-based losses: ``loss(*inputs, **options)`` without a module."""
+"""Functional twins of the losses: ``loss(*inputs, **options)`` without a module.
+
+Each function has the registry name of its loss and computes exactly what the
+module of that name computes (the modules call these functions).
+"""
 
 from contrastive.engine import row_stats
 from contrastive.losses.clip import clip_loss as clip
 from contrastive.losses.infonce import infonce_loss as infonce
+from contrastive.losses.linear_spectral import linear_spectral_contrastive_loss as linear_spectral
 from contrastive.losses.nt_xent import nt_xent_loss as nt_xent
+from contrastive.losses.spectral import spectral_contrastive_loss as spectral
 from contrastive.losses.supcon import supcon_loss as supcon
 
-__all__ = ["clip", "infonce", "nt_xent", "row_stats", "supcon"]
+__all__ = ["clip", "infonce", "linear_spectral", "nt_xent", "row_stats", "spectral", "supcon"]

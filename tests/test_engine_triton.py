@@ -198,11 +198,7 @@ def problem(
 
 @contextlib.contextmanager
 def routed_to_triton() -> Iterator[Counter]:
-    """Route ``backend="triton"`` to the Triton functions and count their calls.
-
-    Uses dispatch's own routing where it exists; where dispatch does not route "triton" yet,
-    patches it in (the losses reach the engine only through ``dispatch.row_stats``).
-    """
+    """Count the calls that ``backend="triton"`` makes to the Triton functions through dispatch."""
     calls: Counter = Counter()
     with pytest.MonkeyPatch.context() as patch:
         for cls in (TritonRowStats, SymmetricTritonRowStats):
@@ -212,19 +208,7 @@ def routed_to_triton() -> Iterator[Counter]:
                 return _original(*args)
 
             patch.setattr(cls, "apply", counted)
-        try:
-            routed = dispatch.resolve_backend("triton", DEVICE) == "triton"
-        except NotImplementedError:
-            routed = False
-        if not routed:
-            resolve = dispatch.resolve_backend
-            patch.setattr(
-                dispatch,
-                "resolve_backend",
-                lambda backend, device, *rest: "chunked" if backend == "triton" else resolve(backend, device),
-            )
-            patch.setattr(dispatch, "ChunkedRowStats", TritonRowStats)
-            patch.setattr(dispatch, "SymmetricChunkedRowStats", SymmetricTritonRowStats)
+        assert dispatch.resolve_backend("triton", DEVICE) == "triton"
         yield calls
 
 

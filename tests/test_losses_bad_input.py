@@ -82,11 +82,23 @@ def test_bad_options_raise_value_error_at_construction(factory, match: str) -> N
         factory()
 
 
-def test_triton_backend_is_not_available_yet() -> None:
-    with pytest.raises(NotImplementedError, match="triton"):
-        NTXentLoss(backend="triton")
+def test_triton_backend_on_cpu_without_the_interpreter_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    z = gaussian((4, 3), 0, dtype=torch.float32)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        NTXentLoss(backend="triton")(z, z)
 
 
 def test_queue_rejects_keys_of_another_dimension() -> None:
     with pytest.raises(ValueError, match="dimension 3"):
         MemoryQueue(4, 3).enqueue(gaussian((2, 5), 0))
+
+
+def test_nt_xent_refuses_labels_and_points_to_supcon() -> None:
+    import contrastive
+
+    z = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="labels.*supcon"):
+        contrastive.get_loss("nt_xent")(z, z, labels=torch.arange(4))
+    assert torch.isfinite(contrastive.get_loss("nt_xent")(z, z, labels=None))

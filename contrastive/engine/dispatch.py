@@ -11,6 +11,12 @@ from contrastive._validation import check_temperature
 from contrastive.engine.chunked import ChunkedRowStats, SymmetricChunkedRowStats
 from contrastive.engine.reference import compute_dtype, reference_row_stats
 from contrastive.engine.stats import RowStats, label_counts
+from contrastive.engine.triton import (
+    SymmetricTritonRowStats,
+    TritonRowStats,
+    auto_prefers_triton,
+    triton_available,
+)
 
 Tensor = torch.Tensor
 
@@ -18,16 +24,22 @@ BACKENDS = ("auto", "reference", "chunked", "triton")
 DEFAULT_BLOCK = 2048
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """Return the concrete backend for ``backend`` on ``device`` (``auto`` is ``chunked`` for now)."""
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """Return the concrete backend for ``backend`` on ``device`` for inputs of ``dtype``.
+
+    ``auto`` is ``triton`` for fp32/bf16/fp16 CUDA tensors when Triton imports, else ``chunked``
+    (CPU tensors never reach a kernel through ``auto``, even under ``TRITON_INTERPRET=1``).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "triton":
-        raise NotImplementedError(
-            "backend='triton' is not available yet (it comes with the Triton engine); "
+    if backend == "triton" and not triton_available():
+        raise ValueError(
+            "backend='triton' needs the triton package (Linux x86-64: pip install triton); "
             "use backend='chunked' or 'auto'"
         )
-    return "chunked" if backend == "auto" else backend
+    if backend == "auto":
+        return "triton" if dtype is not None and auto_prefers_triton(device, dtype) else "chunked"
+    return backend
 
 
 def resolve_block_size(block_size: int | None, num_anchors: int, num_candidates: int) -> int:
@@ -112,7 +124,7 @@ def row_stats(
     exponents = tuple(float(g) for g in exponents)
     _check_inputs(anchors, candidates, anchor_labels, candidate_labels, anchor_index, exponents)
     check_temperature(temperature)
-    name = resolve_backend(backend, anchors.device)
+    name = resolve_backend(backend, anchors.device, anchors.dtype)
     if name == "reference":
         return reference_row_stats(
             anchors, candidates, anchor_labels, candidate_labels, anchor_index, temperature, exponents
@@ -129,12 +141,13 @@ def row_stats(
         and (candidate_labels is anchor_labels or torch.equal(candidate_labels, anchor_labels))
         and torch.equal(anchor_index, torch.arange(anchors.shape[0], device=anchors.device))
     )
+    general, symmetric_fn = ChunkedRowStats, SymmetricChunkedRowStats
+    if name == "triton":  # the kernels choose their own tiles unless block_size is given
+        general, symmetric_fn, block = TritonRowStats, SymmetricTritonRowStats, block_size
     if symmetric:
-        lse, pos_lse, pos_sum = SymmetricChunkedRowStats.apply(
-            anchors, anchor_labels, inv_tau, exponents, block
-        )
+        lse, pos_lse, pos_sum = symmetric_fn.apply(anchors, anchor_labels, inv_tau, exponents, block)
     else:
-        lse, pos_lse, pos_sum = ChunkedRowStats.apply(
+        lse, pos_lse, pos_sum = general.apply(
             anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, exponents, block
         )
     pos_count, neg_count = label_counts(anchor_labels, candidate_labels, anchor_index)

@@ -57,8 +57,19 @@ class NTXentLoss(EngineLoss):
     which for two views is SimCLR's loss. It is SupCon with one label per sample.
     """
 
-    def forward(self, *views: Tensor, negatives: Tensor | MemoryQueue | None = None) -> Tensor:
-        """Return the loss of ``views`` (each ``(B, D)``), optionally with extra ``negatives``."""
+    def forward(
+        self, *views: Tensor, labels: Tensor | None = None, negatives: Tensor | MemoryQueue | None = None
+    ) -> Tensor:
+        """Return the loss of ``views`` (each ``(B, D)``), optionally with extra ``negatives``.
+
+        ``labels`` is accepted for the common loss signature and must be ``None``:
+        NT-Xent's positives are the other views of each sample; use ``supcon`` for classes.
+        """
+        if labels is not None:
+            raise ValueError(
+                "labels must be None for nt_xent (its positives are the other views of the same sample); "
+                "use get_loss('supcon') to treat samples with one label as positives"
+            )
         return nt_xent_loss(*views, negatives=negatives, **self.engine_options())
 
 

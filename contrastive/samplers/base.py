@@ -25,6 +25,8 @@ A sampler is a small ``torch.nn.Module`` with two duties.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from contrastive.engine import RowStats
@@ -37,6 +39,10 @@ class Sampler(torch.nn.Module):
 
     #: The exponents γ whose negative log-sum-exps the sampler reads from the row statistics.
     exponents: tuple[float, ...] = (1.0,)
+
+    #: Options under which this sampler is exactly the uniform denominator (``None``: no such
+    #: options). The conformance kit (:func:`contrastive.testing.check_sampler`) checks the claim.
+    uniform_options: ClassVar[dict[str, Any] | None] = None
 
     def log_negative_term(self, stats: RowStats, temperature: float | Tensor) -> Tensor:
         """Return log N_g per anchor, shape ``(M,)``, from the row statistics."""

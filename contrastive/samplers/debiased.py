@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 
@@ -59,6 +60,8 @@ class DebiasedSampler(Sampler):
     (cosine -1), so it assumes ``normalize=True``. ``tau_plus=0`` is the uniform sampler.
     ``draw`` picks negatives uniformly: debiasing corrects the estimate, not the draw.
     """
+
+    uniform_options: ClassVar[dict[str, Any] | None] = {"tau_plus": 0.0}
 
     exponents = (1.0,)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from contrastive._validation import check_non_negative, check_unit_interval
@@ -29,6 +31,8 @@ class HardNegativeSampler(Sampler):
     ``beta=0`` is exactly the debiased sampler, and with ``tau_plus=0`` too the uniform one.
     ``draw`` samples negatives with probability proportional to :math:`e^{\beta s_{ij}}`.
     """
+
+    uniform_options: ClassVar[dict[str, Any] | None] = {"beta": 0.0, "tau_plus": 0.0}
 
     def __init__(self, beta: float = 1.0, tau_plus: float = 0.1) -> None:
         """Create the sampler with concentration ``beta`` >= 0 and class prior ``tau_plus`` in [0, 1)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from contrastive.engine import RowStats
@@ -18,6 +20,8 @@ class UniformSampler(Sampler):
     with Contrastive Predictive Coding") and of SimCLR's NT-Xent (Chen et al., 2020).
     ``draw`` picks negatives uniformly.
     """
+
+    uniform_options: ClassVar[dict[str, Any] | None] = {}
 
     exponents = (1.0,)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 
@@ -25,6 +26,8 @@ class TemperedSampler(Sampler):
     Args:
         beta: concentration on hard negatives; 0 gives the uniform denominator.
     """
+
+    uniform_options: ClassVar[dict[str, Any] | None] = {"beta": 0.0}
 
     def __init__(self, beta: float = 0.5) -> None:
         super().__init__()
