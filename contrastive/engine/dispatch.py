@@ -21,7 +21,7 @@ from contrastive.engine.triton import (
 Tensor = torch.Tensor
 
 BACKENDS = ("auto", "reference", "chunked", "triton")
-DEFAULT_BLOCK = 2048
+DEFAULT_BLOCK = 1024
 
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
