@@ -133,8 +133,7 @@ class SymmetricChunkedRowStats(torch.autograd.Function):
     def forward(ctx, z, labels, inv_tau, exponents, block):  # type: ignore[override]
         """Compute ``(neg_lse, pos_lse, pos_sum)`` from the tiles on and above the diagonal."""
         dtype = compute_dtype(z.dtype)
-        zc = z.to(dtype)
-        zs = zc * inv_tau
+        zc = z.to(dtype)  # no copy when z is already in the compute dtype
         n = zc.shape[0]
         direct = is_direct_safe(zc, zc, inv_tau, exponents)
         lse, pos_lse, pos_sum = _empty_stats(n, len(exponents), zc)
@@ -143,7 +142,7 @@ class SymmetricChunkedRowStats(torch.autograd.Function):
             rows = slice(i0, i0 + block)
             for j0 in range(i0, n, block):
                 cols = slice(j0, j0 + block)
-                sim = zs[rows] @ zc[cols].T
+                sim = (zc[rows] @ zc[cols].T).mul_(inv_tau)  # scale the tile, not a copy of z
                 diagonal = i0 == j0
                 same, positive = tile_masks(labels[rows], labels[cols], index[rows] if diagonal else None, j0)
                 negatives = negative_terms(sim, same, exponents, direct)
@@ -161,7 +160,6 @@ class SymmetricChunkedRowStats(torch.autograd.Function):
         exponents, block, direct = ctx.exponents, ctx.block, ctx.direct
         dtype = compute_dtype(z.dtype)
         zc = z.to(dtype)
-        zs = zc * inv_tau
         n = zc.shape[0]
         gradient = _gradient(grads, lse, pos_lse, exponents, direct)
         dz = torch.zeros_like(zc)
@@ -170,7 +168,7 @@ class SymmetricChunkedRowStats(torch.autograd.Function):
             rows = slice(i0, i0 + block)
             for j0 in range(i0, n, block):
                 cols = slice(j0, j0 + block)
-                sim = zs[rows] @ zc[cols].T
+                sim = (zc[rows] @ zc[cols].T).mul_(inv_tau)  # scale the tile, not a copy of z
                 diagonal = i0 == j0
                 same, positive = tile_masks(labels[rows], labels[cols], index[rows] if diagonal else None, j0)
                 negatives = negative_terms(sim, same, exponents, direct)
@@ -185,5 +183,5 @@ class SymmetricChunkedRowStats(torch.autograd.Function):
             if ctx.needs_input_grad[2]
             else None
         )
-        grad_z = (dz * inv_tau).to(z.dtype) if ctx.needs_input_grad[0] else None
+        grad_z = dz.mul_(inv_tau).to(z.dtype) if ctx.needs_input_grad[0] else None
         return grad_z, None, grad_t, None, None
