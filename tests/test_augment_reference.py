@@ -115,7 +115,7 @@ def test_crop_matches_cutting_out_and_resizing_each_image(
     size = (data.draw(st.integers(1, 16)), data.draw(st.integers(1, 16)))
     aug = RandomResizedCrop(size, *data.draw(crop_ranges()))
     params = aug.sample_params(x.shape, torch.Generator().manual_seed(seed))
-    flip = HorizontalFlip(0.5).sample_params(x.shape, torch.Generator().manual_seed(seed + 1)).flip
+    flip = HorizontalFlip(0.5).sample_params(x.shape, torch.Generator().manual_seed(seed + 1)).apply
     y = aug.apply(x, params)
     y_flipped = aug.resample(x, params, flip=flip)
     for i in range(x.shape[0]):
@@ -193,7 +193,7 @@ def test_grayscale_flip_and_solarize_match_per_image_formulas(
     for i in range(x.shape[0]):
         img = x[i].double()
         close(yg[i], ref_gray(img).expand(3, -1, -1) if pg.apply[i] else img)
-        close(yf[i], img.flip(-1) if pf.flip[i] else img)
+        close(yf[i], img.flip(-1) if pf.apply[i] else img)
         close(ys[i], torch.where(img >= t, 1 - img, img) if ps.apply[i] else img)
 
 
@@ -206,7 +206,7 @@ def test_simclr_is_its_parts_applied_image_by_image(x: torch.Tensor, seed: int, 
     for i in range(x.shape[0]):
         box = tuple(int(t[i]) for t in (crop_p.top, crop_p.left, crop_p.height, crop_p.width))
         img = ref_crop(x[i].double(), box, (8, 8))
-        img = img.flip(-1) if flip_p.flip[i] else img
+        img = img.flip(-1) if flip_p.apply[i] else img
         img = ref_jitter(img, jitter_p, i)
         img = ref_gray(img).expand(img.shape[0], -1, -1) if gray_p.apply[i] else img
         img = ref_blur(img, float(blur_p.sigma[i]), 1, 1) if blur_p.applied[i] else img  # 8 px: 1 tap
@@ -303,7 +303,7 @@ def test_coins_and_sigma_follow_their_distributions(prob: float) -> None:
     n, g = 20000, torch.Generator().manual_seed(1)
     shape = (n, 3, 8, 8)
     rates = [
-        HorizontalFlip(prob).sample_params(shape, g).flip,
+        HorizontalFlip(prob).sample_params(shape, g).apply,
         RandomGrayscale(prob).sample_params(shape, g).apply,
         Solarize(0.5, prob).sample_params(shape, g).apply,
         GaussianBlur(p=prob).sample_params(shape, g).applied,

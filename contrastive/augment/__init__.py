@@ -7,20 +7,21 @@ returns ``n`` independent views.
 
 from contrastive.augment.base import Augmentation, RandomAugmentation, as_generator
 from contrastive.augment.blur import BlurParams, GaussianBlur
-from contrastive.augment.color import CoinParams, RandomGrayscale, Solarize
+from contrastive.augment.coin import CoinAugmentation, CoinParams
+from contrastive.augment.color import RandomGrayscale, Solarize
 from contrastive.augment.crop import CropParams, RandomResizedCrop
-from contrastive.augment.flip import FlipParams, HorizontalFlip
+from contrastive.augment.flip import HorizontalFlip
 from contrastive.augment.jitter import ColorJitter, JitterParams
 from contrastive.augment.pipelines import Compose, SimCLRAugmentation
 
 __all__ = [
     "Augmentation",
     "BlurParams",
+    "CoinAugmentation",
     "CoinParams",
     "ColorJitter",
     "Compose",
     "CropParams",
-    "FlipParams",
     "GaussianBlur",
     "HorizontalFlip",
     "JitterParams",

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from contrastive.augment.base import RandomAugmentation, check_probability
-from contrastive.augment.flip import draw_coins
+from contrastive.augment.coin import CoinAugmentation
 from contrastive.hookspecs import Register, hookimpl
 
 __all__ = [
     "GRAY_WEIGHTS",
-    "CoinParams",
     "RandomGrayscale",
     "Solarize",
     "grayscale",
@@ -83,44 +79,7 @@ def shift_hue_hsv(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, dim=1).clamp_(0, 1)
 
 
-@dataclass(frozen=True)
-class CoinParams:
-    """Per-sample booleans: ``apply[i]`` says whether image ``i`` is transformed."""
-
-    apply: torch.Tensor
-
-
-class _CoinAugmentation(RandomAugmentation[CoinParams]):
-    """An augmentation applied to each image with probability ``p``."""
-
-    def __init__(self, p: float) -> None:
-        """Apply to each image with probability ``p``."""
-        super().__init__()
-        self.p = check_probability("p", p)
-
-    def sample_params(
-        self,
-        shape: Sequence[int],
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> CoinParams:
-        """Draw one coin per sample."""
-        return CoinParams(draw_coins(self.p, int(shape[0]), generator, device))
-
-    def _transform(self, x: torch.Tensor) -> torch.Tensor:
-        """The transformation applied to the selected images."""
-        raise NotImplementedError
-
-    def _apply(self, x: torch.Tensor, params: CoinParams) -> torch.Tensor:
-        """Transform the selected images in place."""
-        selected = params.apply.to(x.device)
-        if not bool(selected.any()):
-            return x
-        idx = selected.nonzero().squeeze(1)
-        return x.index_copy_(0, idx, self._transform(x.index_select(0, idx)))
-
-
-class RandomGrayscale(_CoinAugmentation):
+class RandomGrayscale(CoinAugmentation):
     """With probability ``p``, replace each RGB image by its luma ``0.299 R + 0.587 G + 0.114 B``.
 
     SimCLR (Chen et al. 2020) uses p = 0.2 after colour jitter. One-channel images are left as they are.
@@ -136,12 +95,8 @@ class RandomGrayscale(_CoinAugmentation):
         """Luma repeated on every channel."""
         return grayscale(x).clamp_(0, 1).expand_as(x)
 
-    def extra_repr(self) -> str:
-        """Show ``p``."""
-        return f"p={self.p}"
 
-
-class Solarize(_CoinAugmentation):
+class Solarize(CoinAugmentation):
     """Invert pixels at or above ``threshold`` (``x -> 1 - x``) with probability ``p`` per image.
 
     Not part of SimCLR (Chen et al. 2020); BYOL (Grill et al. 2020) adds it with

@@ -108,7 +108,7 @@ class SimCLRAugmentation(Compose):
     def _apply(self, x: torch.Tensor, params: tuple) -> torch.Tensor:
         """Crop and flip in one resampling, then the colour operations and blur in place."""
         crop, _flip, *rest = self.augmentations
-        x = crop.resample(x, params[0], flip=params[1].flip)
+        x = crop.resample(x, params[0], flip=params[1].apply)
         for aug, p in zip(rest, params[2:], strict=True):
             x = aug._apply(x, p)
         return x
