@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 
+import torch
 from hypothesis import HealthCheck, settings
+
+# Without a GPU, Triton kernels run on the CPU through Triton's interpreter. The variable
+# must be set before triton is first imported; the engine imports triton lazily.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # `ci` is fast and deterministic (the default); `nightly` searches deeper.
 # Select with HYPOTHESIS_PROFILE=nightly pytest ...

@@ -43,7 +43,7 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | Non
 
 
 def resolve_block_size(block_size: int | None, num_anchors: int, num_candidates: int) -> int:
-    """Return the tile edge: ``block_size`` if given, else 2048 (or the whole problem when smaller)."""
+    """Return the tile edge: ``block_size`` if given, else 1024 (or the whole problem when smaller)."""
     if block_size is None:
         return max(1, min(DEFAULT_BLOCK, max(num_anchors, num_candidates)))
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
