@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from contrastive_siglip import SigLipLoss, siglip_loss
 
 import contrastive
-from contrastive_siglip import SigLipLoss, siglip_loss
 
 
 def materialised(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

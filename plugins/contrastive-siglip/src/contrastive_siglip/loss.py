@@ -80,7 +80,9 @@ def siglip_loss(
     """SigLIP's sigmoid loss of paired ``(B, D)`` features at scale ``t`` and bias ``b``."""
     x, y = _check(image_features, "image_features"), _check(text_features, "text_features")
     if x.shape != y.shape:
-        raise ValueError(f"image_features and text_features must have one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"image_features and text_features must have one shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     dtype = x.dtype
