@@ -80,7 +80,7 @@ def uniformity(z: Tensor, t: float = 2.0, normalize: bool = True, block_size: in
 
 
 def effective_rank(z: Tensor, eps: float = 1e-12) -> Tensor:
-    r"""Effective rank of Roy & Vetterli (2007): :math:`\exp(-\sum_k p_k \log p_k)`, :math:`p_k = \sigma_k / \sum \sigma`.
+    r"""Effective rank (Roy, Vetterli 2007): :math:`\exp(-\sum_k p_k \log p_k)`, :math:`p_k \propto \sigma_k`.
 
     Between 1 (all embeddings on a line) and :math:`\min(N, D)`; computed on centred embeddings.
     """
@@ -128,7 +128,7 @@ def simplex_distance(z: Tensor, labels: Tensor, normalize: bool = True) -> Tenso
 
 
 def class_collapse(z: Tensor, labels: Tensor, normalize: bool = True) -> Tensor:
-    r"""Mean squared distance of embeddings to their class mean, :math:`\mathbb{E}\,\lVert z_i - \mu_{y_i}\rVert^2`.
+    r"""Mean squared distance to the class mean, :math:`\mathbb{E}\,\lVert z_i - \mu_{y_i}\rVert^2`.
 
     0 means every class has collapsed to a single point (Graf et al. 2021).
     """
@@ -147,7 +147,8 @@ def _check_probe_inputs(train_z: Tensor, train_y: Tensor, test_z: Tensor, test_y
     _check_labels("test_y", test_y, test_z.shape[0])
     if train_z.shape[1] != test_z.shape[1]:
         raise ValueError(
-            f"train_z and test_z must have the same feature dimension, got {train_z.shape[1]} and {test_z.shape[1]}"
+            "train_z and test_z must have the same feature dimension, "
+            f"got {train_z.shape[1]} and {test_z.shape[1]}"
         )
 
 

@@ -29,8 +29,12 @@ class GoodLoss(torch.nn.Module):
             raise ValueError("views must have one shape")
 
     def logits(self, z1: Tensor, z2: Tensor) -> Tensor:
-        z = F.normalize(torch.cat([z1, z2]).float() if z1.dtype in (torch.float16, torch.bfloat16)
-                        else torch.cat([z1, z2]), dim=1)
+        z = F.normalize(
+            torch.cat([z1, z2]).float()
+            if z1.dtype in (torch.float16, torch.bfloat16)
+            else torch.cat([z1, z2]),
+            dim=1,
+        )
         return (z @ z.T / self.temperature).fill_diagonal_(float("-inf"))
 
     def per_anchor(self, z1: Tensor, z2: Tensor) -> Tensor:
@@ -67,7 +71,11 @@ class UnnormalisedLoss(GoodLoss):
         super().__init__(0.5)
 
     def logits(self, z1: Tensor, z2: Tensor) -> Tensor:
-        z = torch.cat([z1, z2]).float() if z1.dtype in (torch.float16, torch.bfloat16) else torch.cat([z1, z2])
+        z = (
+            torch.cat([z1, z2]).float()
+            if z1.dtype in (torch.float16, torch.bfloat16)
+            else torch.cat([z1, z2])
+        )
         return (z @ z.T / (1e3 * self.temperature)).exp().log().fill_diagonal_(float("-inf"))
 
 

@@ -30,13 +30,17 @@ def test_the_reference_plugins_pass() -> None:
     check_augmentation(bp.GoodAugmentation())
 
 
-@pytest.mark.parametrize(("broken", "invariant"), list(bp.BROKEN_LOSSES.items()), ids=lambda x: getattr(x, "__name__", ""))
+@pytest.mark.parametrize(
+    ("broken", "invariant"), list(bp.BROKEN_LOSSES.items()), ids=lambda x: getattr(x, "__name__", "")
+)
 def test_kit_catches_each_broken_loss_invariant(broken: type, invariant: str) -> None:
     with pytest.raises(ConformanceError, match=f"breaks the invariant '{invariant}"):
         check_loss(broken, max_examples=5)
 
 
-@pytest.mark.parametrize(("broken", "invariant"), list(bp.BROKEN_SAMPLERS.items()), ids=lambda x: getattr(x, "__name__", ""))
+@pytest.mark.parametrize(
+    ("broken", "invariant"), list(bp.BROKEN_SAMPLERS.items()), ids=lambda x: getattr(x, "__name__", "")
+)
 def test_kit_catches_each_broken_sampler_invariant(broken: type, invariant: str) -> None:
     with pytest.raises(ConformanceError, match=f"breaks the invariant '{invariant}"):
         check_sampler(broken, max_examples=5)
@@ -77,13 +81,19 @@ def test_the_kit_never_changes_the_instance_it_is_given() -> None:
 def test_pytest_option_checks_every_installed_plugin(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
     result = pytester.runpytest_subprocess(
-        "--contrastive-conformance", "-v",
-        "-k", "nothing or horizontal_flip or linear_spectral or hard",
+        "--contrastive-conformance",
+        "-v",
+        "-k",
+        "nothing or horizontal_flip or linear_spectral or hard",
     )
     result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["*contrastive-conformance?loss:linear_spectral? PASSED*",
-                                 "*contrastive-conformance?sampler:hard? PASSED*",
-                                 "*contrastive-conformance?augmentation:horizontal_flip? PASSED*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*contrastive-conformance?loss:linear_spectral? PASSED*",
+            "*contrastive-conformance?sampler:hard? PASSED*",
+            "*contrastive-conformance?augmentation:horizontal_flip? PASSED*",
+        ]
+    )
 
 
 def test_pytest_fixture_gives_plugin_authors_the_checks(pytester: pytest.Pytester) -> None:
@@ -99,3 +109,11 @@ def test_pytest_fixture_gives_plugin_authors_the_checks(pytester: pytest.Pyteste
     )
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
+
+
+def test_a_class_without_its_own_init_is_checked_without_options() -> None:
+    class NoInit(bp.GoodLoss.__mro__[1]):  # torch.nn.Module: its __init__ takes only *args, **kwargs
+        def forward(self, z1, z2):  # type: ignore[no-untyped-def]
+            return bp.GoodLoss(0.5)(z1, z2)
+
+    check_loss(NoInit, max_examples=2)

@@ -90,13 +90,24 @@ def test_example_augmentation_is_seeded_and_identity_at_zero(example_installed: 
 
 def test_example_sampler_plugs_into_builtin_losses(example_installed: str) -> None:
     g = torch.Generator().manual_seed(0)
-    z1, z2 = torch.randn(12, 6, generator=g, dtype=torch.float64), torch.randn(12, 6, generator=g, dtype=torch.float64)
+    z1, z2 = (
+        torch.randn(12, 6, generator=g, dtype=torch.float64),
+        torch.randn(12, 6, generator=g, dtype=torch.float64),
+    )
     tempered = contrastive.get_loss("nt_xent", temperature=0.5, sampler="example_tempered")
     # without debiasing, the reweighting is Robinson et al.'s hard sampler at tau_plus = 0
-    hard = contrastive.get_loss("nt_xent", temperature=0.5, sampler=contrastive.get_sampler("hard", beta=0.5, tau_plus=0.0))
+    hard = contrastive.get_loss(
+        "nt_xent", temperature=0.5, sampler=contrastive.get_sampler("hard", beta=0.5, tau_plus=0.0)
+    )
     assert tempered(z1, z2).item() == pytest.approx(hard(z1, z2).item(), rel=1e-12)
-    flat = contrastive.get_loss("nt_xent", temperature=0.5, sampler=contrastive.get_sampler("example_tempered", beta=0.0))
-    assert flat(z1, z2).item() == pytest.approx(contrastive.get_loss("nt_xent", temperature=0.5)(z1, z2).item(), rel=1e-12)
+    flat = contrastive.get_loss(
+        "nt_xent", temperature=0.5, sampler=contrastive.get_sampler("example_tempered", beta=0.0)
+    )
+    assert flat(z1, z2).item() == pytest.approx(
+        contrastive.get_loss("nt_xent", temperature=0.5)(z1, z2).item(), rel=1e-12
+    )
     sims = z1 @ z2.T
-    drawn = contrastive.get_sampler("example_tempered").draw(sims, torch.eye(12, dtype=torch.bool), k=5, generator=g)
+    drawn = contrastive.get_sampler("example_tempered").draw(
+        sims, torch.eye(12, dtype=torch.bool), k=5, generator=g
+    )
     assert drawn.shape == (12, 5) and not (drawn == torch.arange(12)[:, None]).any()

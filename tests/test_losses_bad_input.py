@@ -82,7 +82,9 @@ def test_bad_options_raise_value_error_at_construction(factory, match: str) -> N
         factory()
 
 
-def test_triton_backend_on_cpu_without_the_interpreter_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_triton_backend_on_cpu_without_the_interpreter_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     z = gaussian((4, 3), 0, dtype=torch.float32)

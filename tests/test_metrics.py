@@ -70,7 +70,9 @@ def test_effective_rank_lies_between_one_and_the_rank(z: torch.Tensor) -> None:
 
 
 def test_effective_rank_of_known_spectra() -> None:
-    line = torch.arange(10, dtype=torch.float64)[:, None] * torch.tensor([[1.0, 2.0, -1.0]], dtype=torch.float64)
+    line = torch.arange(10, dtype=torch.float64)[:, None] * torch.tensor(
+        [[1.0, 2.0, -1.0]], dtype=torch.float64
+    )
     assert metrics.effective_rank(line).item() == pytest.approx(1.0)
     # +-e_1, ..., +-e_r: centred, r equal singular values -> effective rank exactly r
     for r in (2, 3, 5):
@@ -79,7 +81,9 @@ def test_effective_rank_of_known_spectra() -> None:
 
 
 @given(st.integers(2, 6), st.integers(0, 6), st.integers(1, 4), st.integers(0, 1000))
-def test_simplex_distance_is_zero_on_a_rotated_regular_simplex(k: int, extra: int, copies: int, seed: int) -> None:
+def test_simplex_distance_is_zero_on_a_rotated_regular_simplex(
+    k: int, extra: int, copies: int, seed: int
+) -> None:
     d = k + extra
     points = regular_simplex(k, d) @ random_rotation(d, seed)
     z = points.repeat(copies, 1)
@@ -103,7 +107,10 @@ def test_linear_probe_separates_separable_classes_and_not_random_labels() -> Non
     assert metrics.linear_probe_accuracy(x[:200], y[:200], x[200:], y[200:]) >= 0.97
     noise = torch.randn(300, 5, generator=g)
     random_labels = torch.randint(0, 3, (300,), generator=g)
-    assert metrics.linear_probe_accuracy(noise[:200], random_labels[:200], noise[200:], random_labels[200:]) < 0.6
+    assert (
+        metrics.linear_probe_accuracy(noise[:200], random_labels[:200], noise[200:], random_labels[200:])
+        < 0.6
+    )
 
 
 def test_probe_keeps_the_original_label_values() -> None:
@@ -133,10 +140,25 @@ def test_knn_recovers_clusters_and_ignores_feature_scale(seed: int, scale: float
         (lambda: metrics.uniformity(torch.zeros(3, 2), t=0.0), "t"),
         (lambda: metrics.simplex_distance(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long)), "labels"),
         (lambda: metrics.class_collapse(torch.zeros(4, 2), torch.zeros(4)), "labels"),
-        (lambda: metrics.knn_accuracy(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long),
-                                      torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)), "feature dimension"),
-        (lambda: metrics.knn_accuracy(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long),
-                                      torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), k=0), "k"),
+        (
+            lambda: metrics.knn_accuracy(
+                torch.zeros(4, 2),
+                torch.zeros(4, dtype=torch.long),
+                torch.zeros(2, 3),
+                torch.zeros(2, dtype=torch.long),
+            ),
+            "feature dimension",
+        ),
+        (
+            lambda: metrics.knn_accuracy(
+                torch.zeros(4, 2),
+                torch.zeros(4, dtype=torch.long),
+                torch.zeros(2, 2),
+                torch.zeros(2, dtype=torch.long),
+                k=0,
+            ),
+            "k",
+        ),
     ],
 )
 def test_bad_input_names_the_argument(call: object, argument: str) -> None:

@@ -8,6 +8,10 @@ Every engine-based loss computes, for anchor :math:`i` with positives :math:`P(i
 
 where the sampler supplies :math:`\log N_g(i)` (uniform: the sum over negatives), and
 averages over the anchors that have at least one positive.
+
+Under ``torch.distributed`` (``gather=``) anchors stay local, candidates are gathered
+from all ranks with gradient and each rank returns its share of the global mean; see
+:mod:`contrastive.distributed` for the gradient contract.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from contrastive._validation import check_choice, check_embeddings, check_temperature
+from contrastive.distributed import (
+    BatchLayout,
+    all_gather_rows,
+    check_gather,
+    count_across_ranks,
+    world,
+)
 from contrastive.engine import BACKENDS, RowStats, resolve_backend, row_stats
 from contrastive.samplers import MemoryQueue, resolve_sampler
 
@@ -39,14 +50,21 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor) ->
     return torch.where(valid, losses, zero), valid
 
 
-def mean_over_valid(losses: Tensor, valid: Tensor) -> Tensor:
-    """Return the mean of ``losses`` over ``valid`` anchors; ValueError if there is none."""
-    n_valid = int(valid.sum())
+def mean_over_valid(losses: Tensor, valid: Tensor, distributed: bool = False) -> Tensor:
+    """Return the mean of ``losses`` over ``valid`` anchors; ValueError if there is none.
+
+    ``distributed``: the anchors are this rank's share of the global batch; return
+    ``world_size / (valid anchors on all ranks) * (sum of the local losses)``, the
+    contract of :mod:`contrastive.distributed`.
+    """
+    n_valid = count_across_ranks(valid.sum(), valid.device) if distributed else int(valid.sum())
     if n_valid == 0:
         raise ValueError(
             "no anchor has a positive (every label occurs once and there is one view); "
             "pass at least two views or labels shared by two samples"
         )
+    if distributed:
+        return losses.sum() * (world()[1] / n_valid)
     return losses.sum() / n_valid
 
 
@@ -78,6 +96,30 @@ def dense_labels(labels: Tensor) -> Tensor:
     return torch.unique(labels, return_inverse=True)[1]
 
 
+def sample_labels(
+    labels: Tensor | None, batch: int, device: torch.device, layout: BatchLayout | None = None
+) -> Tensor:
+    """Return dense per-sample labels: ``labels``, or one pair id per sample when it is None.
+
+    With a ``layout`` they are the labels of the global batch (``(layout.total,)``): pair
+    ids run over all ranks, and given labels are gathered before they are made dense, so
+    that one class has one label on every rank.
+    """
+    if layout is None:
+        return torch.arange(batch, device=device) if labels is None else dense_labels(labels)
+    if labels is None:
+        return torch.arange(layout.total, device=device)
+    return dense_labels(all_gather_rows(labels, layout))
+
+
+def append_negatives(candidates: Tensor, labels: Tensor, negatives: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Return ``candidates`` and ``labels`` followed by the extra ``negatives`` labelled ``NEGATIVE_ONLY``."""
+    if negatives is None:
+        return candidates, labels
+    fill = torch.full((negatives.shape[0],), NEGATIVE_ONLY, dtype=labels.dtype, device=labels.device)
+    return torch.cat([candidates, negatives]), torch.cat([labels, fill])
+
+
 def multiview_stats(
     z: Tensor,
     labels: Tensor,
@@ -105,11 +147,7 @@ def multiview_stats(
             backend=backend,
             block_size=block_size,
         )
-    candidates, candidate_labels = z, labels
-    if negatives is not None:
-        candidates = torch.cat([z, negatives])
-        fill = torch.full((negatives.shape[0],), NEGATIVE_ONLY, dtype=labels.dtype, device=labels.device)
-        candidate_labels = torch.cat([labels, fill])
+    candidates, candidate_labels = append_negatives(z, labels, negatives)
     return row_stats(
         anchor_z,
         candidates,
@@ -123,8 +161,57 @@ def multiview_stats(
     )
 
 
+def gathered_multiview_stats(
+    z: Tensor,
+    labels: Tensor,
+    layout: BatchLayout,
+    n_views: int,
+    anchors: int | None,
+    negatives: Tensor | None,
+    temperature: float | Tensor,
+    sampler: Any,
+    backend: str,
+    block_size: int | None,
+) -> RowStats:
+    """Row statistics of this rank's stacked views ``z`` against the stacked views of all ranks.
+
+    ``labels`` are the global per-sample labels (:func:`sample_labels` with ``layout``).
+    Rank r's block of candidates is its views stacked, ``[v1_r; v2_r; ...]``, in rank
+    order, gathered with gradient; ``negatives`` (the same on every rank) follow them.
+    ``anchors=None`` uses every local row as an anchor; an int the first ``anchors`` rows.
+    """
+    stacked = layout.scaled(n_views)
+    candidates = all_gather_rows(z, stacked)
+    candidate_labels = torch.cat(
+        [
+            labels[start : start + n].repeat(n_views)
+            for start, n in zip(layout.offsets(), layout.sizes, strict=True)
+        ]
+    )
+    first = stacked.offset
+    n_anchor = z.shape[0] if anchors is None else anchors
+    anchor_labels = candidate_labels[first : first + n_anchor]
+    index = first + torch.arange(n_anchor, device=z.device)
+    candidates, candidate_labels = append_negatives(candidates, candidate_labels, negatives)
+    return row_stats(
+        z[:n_anchor],
+        candidates,
+        anchor_labels,
+        candidate_labels,
+        index,
+        temperature,
+        sampler.exponents,
+        backend,
+        block_size,
+    )
+
+
 class EngineLoss(torch.nn.Module):
-    """Base class of engine-based losses: holds temperature, normalisation, sampler and backend."""
+    """Base class of engine-based losses: holds temperature, normalisation, sampler, backend and gather.
+
+    ``gather`` (``"auto"``, ``True`` or ``False``) follows :mod:`contrastive.distributed`:
+    ``auto`` gathers candidates from all ranks when more than one is initialised.
+    """
 
     def __init__(
         self,
@@ -133,6 +220,7 @@ class EngineLoss(torch.nn.Module):
         sampler: Any = "uniform",
         backend: str = "auto",
         block_size: int | None = None,
+        gather: str | bool = "auto",
     ) -> None:
         """Check and store the options shared by all engine-based losses."""
         super().__init__()
@@ -144,6 +232,7 @@ class EngineLoss(torch.nn.Module):
         self.sampler = resolve_sampler(sampler)
         self.backend = backend
         self.block_size = block_size
+        self.gather = check_gather(gather)
 
     def engine_options(self) -> dict[str, Any]:
         """Return the keyword arguments the functional form takes from this module."""
@@ -153,10 +242,13 @@ class EngineLoss(torch.nn.Module):
             "sampler": self.sampler,
             "backend": self.backend,
             "block_size": self.block_size,
+            "gather": self.gather,
         }
 
     def extra_repr(self) -> str:
         """Show the options."""
         t = self.temperature
         t = f"{float(t.detach()):.4g} (tensor)" if isinstance(t, Tensor) else t
-        return f"temperature={t}, normalize={self.normalize}, backend={self.backend!r}"
+        return (
+            f"temperature={t}, normalize={self.normalize}, backend={self.backend!r}, gather={self.gather!r}"
+        )

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from contrastive._validation import check_embeddings, check_labels, check_temperature
+from contrastive.distributed import all_gather_rows, batch_layout, check_gather, should_gather
 from contrastive.engine import row_stats
 from contrastive.hookspecs import hookimpl
-from contrastive.losses.base import anchor_losses, dense_labels, mean_over_valid
+from contrastive.losses.base import anchor_losses, mean_over_valid, sample_labels
 from contrastive.samplers import resolve_sampler
 
 Tensor = torch.Tensor
@@ -26,6 +27,7 @@ def clip_loss(
     sampler: Any = "uniform",
     backend: str = "auto",
     block_size: int | None = None,
+    gather: str | bool = "auto",
 ) -> Tensor:
     """Return CLIP's loss of paired features ``(B, D)`` at multiplier ``logit_scale`` = 1/τ (see ClipLoss)."""
     image = check_embeddings(image_features, "image_features")
@@ -37,23 +39,36 @@ def clip_loss(
         )
     check_temperature(logit_scale, "logit_scale")
     batch = image.shape[0]
-    if batch < 2:
-        raise ValueError(f"image_features must hold at least two samples, got batch size {batch}")
-    labels = (
-        torch.arange(batch, device=image.device)
-        if labels is None
-        else dense_labels(check_labels(labels, batch).to(image.device))
-    )
+    if labels is not None:
+        labels = check_labels(labels, batch).to(image.device)
+    layout = batch_layout(image, "image_features") if should_gather(gather) else None
+    total = batch if layout is None else layout.total
+    if total < 2:
+        raise ValueError(f"image_features must hold at least two samples, got batch size {total}")
+    candidate_labels = sample_labels(labels, batch, image.device, layout)
+    first = 0 if layout is None else layout.offset
+    anchor_labels = candidate_labels[first : first + batch]
     sampler = resolve_sampler(sampler)
     if normalize:
         image, text = torch.nn.functional.normalize(image, dim=1), torch.nn.functional.normalize(text, dim=1)
     temperature = 1.0 / logit_scale
     losses = []
     for anchors, candidates in ((image, text), (text, image)):
+        if layout is not None:  # the other modality of all ranks, with gradient
+            candidates = all_gather_rows(candidates, layout)
         stats = row_stats(
-            anchors, candidates, labels, labels, None, temperature, sampler.exponents, backend, block_size
+            anchors,
+            candidates,
+            anchor_labels,
+            candidate_labels,
+            None,
+            temperature,
+            sampler.exponents,
+            backend,
+            block_size,
         )
-        losses.append(mean_over_valid(*anchor_losses(stats, sampler, temperature)))
+        valid_losses = anchor_losses(stats, sampler, temperature)
+        losses.append(mean_over_valid(*valid_losses, distributed=layout is not None))
     return (losses[0] + losses[1]) / 2
 
 
@@ -73,6 +88,16 @@ class ClipLoss(torch.nn.Module):
 
     Optional ``labels`` make every pair with a shared label a positive (SupCon form per direction).
     While the cap binds, the scale receives no gradient.
+
+    **Distributed** (``gather``, see :mod:`contrastive.distributed`), as open_clip's
+    ``gather_with_grad=True, local_loss=True``: each direction takes the local features
+    as anchors and the other modality of all ranks, gathered with gradient, as
+    candidates (pair ids offset by rank, ``labels`` compared across ranks). Rank
+    :math:`r` returns :math:`\frac{W}{2B}\sum_{i\in r}(\ldots)` for a global batch of
+    :math:`B` pairs (the local mean when ranks hold equal batches), so the mean over
+    ranks is the loss of the global batch and DDP's gradient averaging gives its exact
+    gradient, the logit scale's included when it is a parameter of the DDP module (or
+    its gradient is averaged like one). Local batch sizes may differ.
     """
 
     def __init__(
@@ -84,6 +109,7 @@ class ClipLoss(torch.nn.Module):
         sampler: Any = "uniform",
         backend: str = "auto",
         block_size: int | None = None,
+        gather: str | bool = "auto",
     ) -> None:
         """Create the loss with initial log scale ``logit_scale`` (θ, so that t = e^θ)."""
         super().__init__()
@@ -106,6 +132,7 @@ class ClipLoss(torch.nn.Module):
         self.sampler = resolve_sampler(sampler)
         self.backend = backend
         self.block_size = block_size
+        self.gather = check_gather(gather)
 
     def scale(self) -> Tensor:
         """Return the multiplier :math:`t = \\min(e^{\\theta}, t_{max})`."""
@@ -122,6 +149,7 @@ class ClipLoss(torch.nn.Module):
             sampler=self.sampler,
             backend=self.backend,
             block_size=self.block_size,
+            gather=self.gather,
         )
 
 

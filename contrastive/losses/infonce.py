@@ -7,9 +7,17 @@ from typing import Any
 import torch
 
 from contrastive._validation import check_embeddings, check_temperature
+from contrastive.distributed import all_gather_rows, batch_layout, should_gather
 from contrastive.engine import RowStats, row_stats
 from contrastive.hookspecs import hookimpl
-from contrastive.losses.base import NEGATIVE_ONLY, EngineLoss, anchor_losses, extra_negatives, mean_over_valid
+from contrastive.losses.base import (
+    NEGATIVE_ONLY,
+    EngineLoss,
+    anchor_losses,
+    append_negatives,
+    extra_negatives,
+    mean_over_valid,
+)
 from contrastive.samplers import MemoryQueue, resolve_sampler
 
 Tensor = torch.Tensor
@@ -41,14 +49,19 @@ def infonce_loss(
     sampler: Any = "uniform",
     backend: str = "auto",
     block_size: int | None = None,
+    gather: str | bool = "auto",
 ) -> Tensor:
     """Return the InfoNCE loss of ``query`` against its ``key`` ``(B, D)``; see :class:`InfoNCELoss`."""
     query, key = _check_pair(query, key)
     check_temperature(temperature)
     batch = query.shape[0]
-    if in_batch_negatives and batch < 2:
+    distributed = should_gather(gather)
+    layout = batch_layout(query, "query") if distributed and in_batch_negatives else None
+    total = batch if layout is None else layout.total
+    if in_batch_negatives and total < 2:
         raise ValueError(
-            f"query must hold at least two samples for in-batch negatives, got batch size {batch}"
+            f"query must hold at least two samples for in-batch negatives, got batch size {total}"
+            + ("" if layout is None else f" over all ranks ({', '.join(map(str, layout.sizes))})")
         )
     sampler = resolve_sampler(sampler)
     if normalize:
@@ -63,10 +76,11 @@ def infonce_loss(
     }
     if in_batch_negatives:
         candidates, candidate_labels = key, labels
-        if extra is not None:
-            candidates = torch.cat([key, extra])
-            fill = torch.full((extra.shape[0],), NEGATIVE_ONLY, dtype=torch.long, device=query.device)
-            candidate_labels = torch.cat([labels, fill])
+        if layout is not None:  # keys of all ranks; pair ids offset by rank
+            candidates = all_gather_rows(key, layout)
+            candidate_labels = torch.arange(layout.total, device=query.device)
+            labels = labels + layout.offset
+        candidates, candidate_labels = append_negatives(candidates, candidate_labels, extra)
         stats = row_stats(query, candidates, labels, candidate_labels, None, **options)
     else:
         if extra is None:
@@ -85,7 +99,7 @@ def infonce_loss(
             negative_stats.neg_count,
             negative_stats.exponents,
         )
-    return mean_over_valid(*anchor_losses(stats, sampler, temperature))
+    return mean_over_valid(*anchor_losses(stats, sampler, temperature), distributed=distributed)
 
 
 class InfoNCELoss(EngineLoss):
@@ -103,6 +117,15 @@ class InfoNCELoss(EngineLoss):
 
     With ``in_batch_negatives=False`` (MoCo) only the extra negatives are in the denominator.
     A sampler other than ``uniform`` replaces the sum over negatives.
+
+    **Distributed** (``gather``, see :mod:`contrastive.distributed`): the local queries are
+    the anchors; with in-batch negatives the keys of all ranks, gathered with gradient, are
+    the candidates (pair ids offset by rank). Rank :math:`r` returns
+    :math:`\frac{W}{B}\sum_{i\in r} L_i` for a global batch of :math:`B` pairs (the local
+    mean when ranks hold equal batches), so the mean over ranks is the loss of the global
+    batch and DDP's gradient averaging gives its exact gradient. Local batch sizes may
+    differ. ``negatives`` are not gathered: pass the same on every rank (as a
+    :class:`~contrastive.samplers.MemoryQueue` filled with ``enqueue`` under DDP is).
     """
 
     def __init__(
@@ -113,9 +136,10 @@ class InfoNCELoss(EngineLoss):
         sampler: Any = "uniform",
         backend: str = "auto",
         block_size: int | None = None,
+        gather: str | bool = "auto",
     ) -> None:
         """Create the loss; see :func:`infonce_loss` for the options."""
-        super().__init__(temperature, normalize, sampler, backend, block_size)
+        super().__init__(temperature, normalize, sampler, backend, block_size, gather)
         self.in_batch_negatives = bool(in_batch_negatives)
 
     def forward(self, query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None = None) -> Tensor:

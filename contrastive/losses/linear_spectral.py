@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from contrastive.distributed import all_reduce_sum, batch_layout, check_gather, should_gather
 from contrastive.hookspecs import Register, hookimpl
 from contrastive.losses.spectral import _check_pair, _two_views
 
@@ -26,14 +27,23 @@ def linear_spectral_contrastive_loss(
     z2: torch.Tensor,
     weight: torch.Tensor | None = None,
     reg: float = 1.0,
+    gather: str | bool = "auto",
 ) -> torch.Tensor:
     """Ji et al.'s linear contrastive loss of two views; see :class:`LinearSpectralContrastiveLoss`."""
-    _check_pair(z1, z2)
-    n = z1.shape[0]
+    distributed = should_gather(gather)
+    _check_pair(z1, z2, min_rows=1 if distributed else 2)
     _check_reg(reg)
-    pos_sum = (z1 * z2).sum()
+    pos_sum, sum1, sum2 = (z1 * z2).sum(), z1.sum(dim=0), z2.sum(dim=0)
+    n: float | torch.Tensor = z1.shape[0]
+    if distributed:  # one all-reduce (with gradient) of the additive sums
+        batch_layout(z1, "z1")  # every rank's width must agree before the sums are all-reduced
+        count = torch.full((), float(z1.shape[0]), dtype=z1.dtype, device=z1.device)
+        total = all_reduce_sum(torch.cat([torch.stack([count, pos_sum]), sum1, sum2]))
+        n, pos_sum, (sum1, sum2) = total[0], total[1], total[2:].view(2, -1).unbind(0)
+        if float(n) < 2:
+            raise ValueError(f"views need at least 2 rows (pairs) over all ranks, got B={int(n)}")
     # Σ_{i≠j} <z1_i, z2_j> = <Σ_i z1_i, Σ_j z2_j> - Σ_i <z1_i, z2_i>: O(B·r), no B x B matrix.
-    neg_sum = z1.sum(dim=0) @ z2.sum(dim=0) - pos_sum
+    neg_sum = sum1 @ sum2 - pos_sum
     loss = -pos_sum / n + neg_sum / (n * (n - 1))
     if weight is not None:
         if weight.ndim != 2 or weight.shape[0] != z1.shape[1]:
@@ -72,22 +82,32 @@ class LinearSpectralContrastiveLoss(torch.nn.Module):
     the first two (contrastive) terms are returned. Both sums are O(B·r);
     no B x B matrix is formed.
 
+    **Distributed** (``gather``, see :mod:`contrastive.distributed`): nothing is
+    gathered; the sums :math:`B`, :math:`\sum_i\langle z^{(1)}_i, z^{(2)}_i\rangle`,
+    :math:`\sum_i z^{(1)}_i` and :math:`\sum_i z^{(2)}_i` are all-reduced with gradient and
+    every rank returns the loss :math:`\mathcal{L}` of the global batch (the penalty
+    included, once). Each rank receives :math:`W\,\partial\mathcal{L}/\partial z_r` for its
+    own rows and the penalty's gradient for the replicated map, so DDP's gradient
+    averaging gives the exact gradient of the global batch. Local batch sizes may differ.
+
     Args:
         reg: the penalty weight :math:`\lambda > 0`.
+        gather: ``"auto"`` (all-reduce when more than one rank is initialised), ``True`` or ``False``.
     """
 
-    def __init__(self, reg: float = 1.0) -> None:
-        """Store the penalty weight ``reg``."""
+    def __init__(self, reg: float = 1.0, gather: str | bool = "auto") -> None:
+        """Store the penalty weight ``reg`` and the ``gather`` option."""
         super().__init__()
         _check_reg(reg)
         self.reg = reg
+        self.gather = check_gather(gather)
 
     def forward(
         self, *views: torch.Tensor, labels: torch.Tensor | None = None, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Return the loss of two views, each (B, r), plus the penalty when ``weight`` (r, d) is given."""
         z1, z2 = _two_views("linear_spectral", views, labels)
-        return linear_spectral_contrastive_loss(z1, z2, weight=weight, reg=self.reg)
+        return linear_spectral_contrastive_loss(z1, z2, weight=weight, reg=self.reg, gather=self.gather)
 
     def extra_repr(self) -> str:
         """Show ``reg`` in the module's repr."""

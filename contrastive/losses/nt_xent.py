@@ -22,6 +22,7 @@ def nt_xent_loss(
     negatives: Tensor | MemoryQueue | None = None,
     backend: str = "auto",
     block_size: int | None = None,
+    gather: str | bool = "auto",
 ) -> Tensor:
     """Return the NT-Xent loss of two or more ``views`` (each ``(B, D)``); see :class:`NTXentLoss`."""
     if len(views) < 2:
@@ -37,6 +38,7 @@ def nt_xent_loss(
         negatives=negatives,
         backend=backend,
         block_size=block_size,
+        gather=gather,
     )
 
 
@@ -55,6 +57,15 @@ class NTXentLoss(EngineLoss):
         s_{ia} = \frac{\langle z_i, z_a\rangle}{\tau},
 
     which for two views is SimCLR's loss. It is SupCon with one label per sample.
+
+    **Distributed** (``gather``, see :mod:`contrastive.distributed`): the local views are
+    the anchors and the views of all ranks, gathered with gradient, the candidates; pair
+    ids are offset by rank. Rank :math:`r` returns :math:`\frac{W}{VB}\sum_{i\in r} L_i`
+    for the global batch of :math:`B` samples (the local mean when ranks hold equal
+    batches), so the mean over ranks is the loss of the global batch and DDP's gradient
+    averaging gives its exact gradient. Local batch sizes may differ. ``negatives`` are
+    not gathered: pass the same on every rank (as a :class:`~contrastive.samplers.MemoryQueue`
+    filled with ``enqueue`` under DDP is).
     """
 
     def forward(

@@ -7,15 +7,17 @@ from typing import Any
 import torch
 
 from contrastive._validation import check_choice, check_labels, check_temperature, check_views
+from contrastive.distributed import batch_layout, should_gather
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
     EngineLoss,
     anchor_losses,
-    dense_labels,
     extra_negatives,
+    gathered_multiview_stats,
     mean_over_valid,
     multiview_stats,
     normalize_views,
+    sample_labels,
 )
 from contrastive.samplers import MemoryQueue, resolve_sampler
 
@@ -34,6 +36,7 @@ def supcon_loss(
     negatives: Tensor | MemoryQueue | None = None,
     backend: str = "auto",
     block_size: int | None = None,
+    gather: str | bool = "auto",
 ) -> Tensor:
     """Return the SupCon loss of ``views`` (each ``(B, D)``) with ``labels`` ``(B,)`` (see SupConLoss)."""
     views = check_views(views)
@@ -41,28 +44,31 @@ def supcon_loss(
     check_choice(contrast_mode, "contrast_mode", CONTRAST_MODES)
     if base_temperature is not None:
         check_temperature(base_temperature, "base_temperature")
-    batch = views[0].shape[0]
-    if labels is None:
-        if len(views) < 2:
-            raise ValueError(
-                "a single view needs labels=: without labels the positives are the other views "
-                f"of the same sample, and got {len(views)} view"
-            )
-        labels = torch.arange(batch, device=views[0].device)
-    else:
-        labels = dense_labels(check_labels(labels, batch).to(views[0].device))
-        if len(views) == 1 and int(torch.bincount(labels).max()) < 2:
-            raise ValueError(
-                "no anchor has a positive: with one view every label in labels occurs once; "
-                "pass a second view or labels shared by two samples"
-            )
+    batch, device = views[0].shape[0], views[0].device
+    if labels is None and len(views) < 2:
+        raise ValueError(
+            "a single view needs labels=: without labels the positives are the other views "
+            f"of the same sample, and got {len(views)} view"
+        )
+    if labels is not None:
+        labels = check_labels(labels, batch).to(device)
+    layout = batch_layout(views[0], "views") if should_gather(gather) else None
+    labels = sample_labels(labels, batch, device, layout)  # global ones when gathering
+    if len(views) == 1 and int(torch.bincount(labels).max()) < 2:
+        raise ValueError(
+            "no anchor has a positive: with one view every label in labels occurs once; "
+            "pass a second view or labels shared by two samples"
+        )
     sampler = resolve_sampler(sampler)
     z = torch.cat(normalize_views(views, normalize))
-    all_labels = labels.repeat(len(views))
     extra = extra_negatives(negatives, z, normalize)
     anchors = None if contrast_mode == "all" else batch
-    stats = multiview_stats(z, all_labels, anchors, extra, temperature, sampler, backend, block_size)
-    loss = mean_over_valid(*anchor_losses(stats, sampler, temperature))
+    options = (temperature, sampler, backend, block_size)
+    if layout is None:
+        stats = multiview_stats(z, labels.repeat(len(views)), anchors, extra, *options)
+    else:
+        stats = gathered_multiview_stats(z, labels, layout, len(views), anchors, extra, *options)
+    loss = mean_over_valid(*anchor_losses(stats, sampler, temperature), distributed=layout is not None)
     if base_temperature is not None:
         loss = loss * (temperature / base_temperature)
     return loss
@@ -83,6 +89,16 @@ class SupConLoss(EngineLoss):
     positive (a label seen once, one view) are left out of the mean :math:`I'`; a batch
     with no positive at all is a ValueError. Without labels it equals :class:`NTXentLoss`.
     A sampler other than ``uniform`` replaces the negative part of the denominator.
+
+    **Distributed** (``gather``, see :mod:`contrastive.distributed`): the local views are
+    the anchors; the candidates are the views of all ranks, gathered with gradient, and
+    ``labels`` are compared across ranks (pair ids are offset by rank when None). Rank
+    :math:`r` returns :math:`\frac{W}{|I'|}\frac{\tau}{\tau_b}\sum_{i\in I'_r} L_i` with
+    :math:`|I'|` the anchors with a positive on all ranks, so the mean over ranks is the
+    loss of the global batch and DDP's gradient averaging gives its exact gradient.
+    Local batch sizes may differ. ``negatives`` are not gathered: pass the same on
+    every rank (a :class:`~contrastive.samplers.MemoryQueue` filled with ``enqueue``
+    under DDP is).
     """
 
     def __init__(
@@ -94,9 +110,10 @@ class SupConLoss(EngineLoss):
         sampler: Any = "uniform",
         backend: str = "auto",
         block_size: int | None = None,
+        gather: str | bool = "auto",
     ) -> None:
         """Create the loss; see :func:`supcon_loss` for the options."""
-        super().__init__(temperature, normalize, sampler, backend, block_size)
+        super().__init__(temperature, normalize, sampler, backend, block_size, gather)
         if base_temperature is not None:
             check_temperature(base_temperature, "base_temperature")
         self.base_temperature = base_temperature

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from contrastive._validation import check_embeddings
+from contrastive.distributed import all_gather_rows, batch_layout, should_gather
 
 Tensor = torch.Tensor
 
@@ -22,6 +24,13 @@ class MemoryQueue(torch.nn.Module):
 
     ``init="random"`` fills the queue with random unit vectors, as MoCo does, so that the
     first steps already have negatives; ``init="empty"`` starts empty.
+
+    **Distributed.** Under ``torch.distributed`` (``enqueue(keys, gather="auto")``) every
+    rank enqueues the keys of all ranks, gathered in rank order (local batch sizes may
+    differ), so every rank holds the same queue, as MoCo's ``concat_all_gather`` does, and
+    the queue may be passed as ``negatives=`` on every rank. A random initial fill must be
+    the same on every rank too: pass a ``generator`` seeded alike on every rank, or call
+    :meth:`broadcast` once after the process group is initialised.
     """
 
     def __init__(
@@ -51,9 +60,16 @@ class MemoryQueue(torch.nn.Module):
         return int(self.count)
 
     @torch.no_grad()
-    def enqueue(self, keys: Tensor) -> None:
-        """Append ``keys`` (detached), overwriting the oldest entries once full."""
+    def enqueue(self, keys: Tensor, gather: str | bool = "auto") -> None:
+        """Append ``keys`` (detached), overwriting the oldest entries once full.
+
+        ``gather`` (``"auto"``: when more than one rank is initialised) appends the keys
+        of all ranks in rank order instead, so that every rank's queue stays the same;
+        every rank must then call ``enqueue``.
+        """
         keys = check_embeddings(keys, "keys").detach()
+        if should_gather(gather):  # widths are compared across ranks first, so all ranks agree on errors
+            keys = all_gather_rows(keys, batch_layout(keys, "keys"))
         size, dim = self.keys.shape
         if keys.shape[1] != dim:
             raise ValueError(
@@ -65,6 +81,17 @@ class MemoryQueue(torch.nn.Module):
         self.keys[positions] = keys
         self.pointer.fill_((start + keys.shape[0]) % size)
         self.count.fill_(min(size, int(self.count) + keys.shape[0]))
+
+    @torch.no_grad()
+    def broadcast(self, src: int = 0) -> None:
+        """Copy rank ``src``'s queue (keys, pointer, fill) to every rank; all ranks must call it."""
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError(
+                "broadcast needs an initialised torch.distributed process group "
+                "(torch.distributed.init_process_group, or launch with torchrun); got none"
+            )
+        for buffer in (self.keys, self.pointer, self.count):
+            dist.broadcast(buffer, src)
 
     def negatives(self) -> Tensor:
         """Return the stored keys, shape ``(len(self), dim)``, without gradient."""

@@ -37,7 +37,7 @@ class Subject:
         return copy.deepcopy(self.prototype)
 
     def accepts_option(self, option: str) -> bool:
-        """Whether the factory takes a keyword argument ``option``."""
+        """Whether the factory names a keyword argument ``option`` (a bare ``**kwargs`` does not count)."""
         if self.factory is None:
             return False
         target = self.factory
@@ -47,7 +47,7 @@ class Subject:
             params = inspect.signature(target).parameters
         except (TypeError, ValueError):
             return False
-        return option in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        return option in params and params[option].kind is not inspect.Parameter.VAR_KEYWORD
 
 
 def resolve(kind: str, plugin: Any) -> Subject:

@@ -29,7 +29,11 @@ from contrastive.testing._runner import (
 )
 
 Tensor = torch.Tensor
-_PROBES: dict[str, tuple[int, ...]] = {"rgb images": (2, 3, 12, 12), "grey images": (2, 1, 12, 12), "vectors": (2, 10)}
+_PROBES: dict[str, tuple[int, ...]] = {
+    "rgb images": (2, 3, 12, 12),
+    "grey images": (2, 1, 12, 12),
+    "vectors": (2, 10),
+}
 
 
 def _input_kind(subject: Subject) -> str:
@@ -74,7 +78,9 @@ def _kept(subject: Subject, kind: str, n: int) -> None:
         before = x.clone()
         y = subject.prototype(x, generator=seed)
         assert torch.equal(x, before), "the input was modified"
-        assert tuple(y.shape) == _expected_shape(subject.prototype, x), f"shape {tuple(x.shape)} -> {tuple(y.shape)}"
+        assert tuple(y.shape) == _expected_shape(subject.prototype, x), (
+            f"shape {tuple(x.shape)} -> {tuple(y.shape)}"
+        )
         assert y.dtype == x.dtype, f"dtype {x.dtype} -> {y.dtype}"
         assert y.device == x.device, f"device {x.device} -> {y.device}"
         if kind != "vectors":
@@ -90,7 +96,9 @@ def _reproducible(subject: Subject, kind: str, n: int) -> None:
         assert torch.equal(aug(x, generator=seed), aug(x, generator=seed)), "same seed, different batch"
         first, second = aug.views(x, n=2, generator=seed), aug.views(x, n=2, generator=seed)
         assert len(first) == 2, f"views(x, n=2) returned {len(first)} views"
-        assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True)), "same seed, different views"
+        assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True)), (
+            "same seed, different views"
+        )
 
     check_property(subject, "reproducible under a seed", _batches(kind), check, n)
 

@@ -35,10 +35,12 @@ from contrastive.testing._runner import (
 Tensor = torch.Tensor
 
 
-def _two_views(dtype: torch.dtype = torch.float64, max_batch: int = 8, max_dim: int = 6,
-               scale: float | None = None) -> st.SearchStrategy[list[Tensor]]:
-    return cst.views(min_views=2, max_views=2, min_batch=2, max_batch=max_batch, max_dim=max_dim,
-                     dtype=dtype, scale=scale)
+def _two_views(
+    dtype: torch.dtype = torch.float64, max_batch: int = 8, max_dim: int = 6, scale: float | None = None
+) -> st.SearchStrategy[list[Tensor]]:
+    return cst.views(
+        min_views=2, max_views=2, min_batch=2, max_batch=max_batch, max_dim=max_dim, dtype=dtype, scale=scale
+    )
 
 
 def _value_and_grads(loss: Any, views: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
@@ -73,17 +75,31 @@ def _scalar(subject: Subject, n: int) -> None:
 
 
 def _finite(subject: Subject, n: int) -> None:
-    check_property(subject, "finite value and gradients",
-                   _two_views(), lambda v: _assert_finite(*_value_and_grads(subject.prototype, v)), n)
+    check_property(
+        subject,
+        "finite value and gradients",
+        _two_views(),
+        lambda v: _assert_finite(*_value_and_grads(subject.prototype, v)),
+        n,
+    )
     if subject.accepts_option("temperature"):
         for t in (1e-3, 10.0):
             loss = subject.fresh(temperature=t)
-            check_property(subject, f"finite value and gradients at temperature={t}",
-                           _two_views(torch.float32), lambda v, loss=loss: _assert_finite(*_value_and_grads(loss, v)), n)
+            check_property(
+                subject,
+                f"finite value and gradients at temperature={t}",
+                _two_views(torch.float32),
+                lambda v, loss=loss: _assert_finite(*_value_and_grads(loss, v)),
+                n,
+            )
     for scale in (1e4, 1e-4):
-        check_property(subject, f"finite value and gradients at norms x{scale:g}",
-                       _two_views(torch.float32, scale=scale),
-                       lambda v: _assert_finite(*_value_and_grads(subject.prototype, v)), n)
+        check_property(
+            subject,
+            f"finite value and gradients at norms x{scale:g}",
+            _two_views(torch.float32, scale=scale),
+            lambda v: _assert_finite(*_value_and_grads(subject.prototype, v)),
+            n,
+        )
 
 
 def _half_precision(subject: Subject, n: int) -> None:
@@ -95,7 +111,9 @@ def _half_precision(subject: Subject, n: int) -> None:
         reference = subject.prototype(*[v.to(dtype).float() for v in views])
         _assert_close(value, reference, rtol=0.05, atol=0.1, what=f"{dtype} value far from float32")
 
-    strategy = st.tuples(_two_views(torch.float32, scale=1.0), st.sampled_from([torch.bfloat16, torch.float16]))
+    strategy = st.tuples(
+        _two_views(torch.float32, scale=1.0), st.sampled_from([torch.bfloat16, torch.float16])
+    )
     check_property(subject, "half precision is finite and close to float32", strategy, check, n)
 
 
@@ -103,10 +121,17 @@ def _permutation(subject: Subject, n: int) -> None:
     def check(example: tuple[list[Tensor], int]) -> None:
         views, seed = example
         perm = torch.randperm(views[0].shape[0], generator=torch.Generator().manual_seed(seed))
-        _assert_close(subject.prototype(*views), subject.prototype(*[v[perm] for v in views]),
-                      rtol=1e-9, atol=1e-9, what="permuted value differs")
+        _assert_close(
+            subject.prototype(*views),
+            subject.prototype(*[v[perm] for v in views]),
+            rtol=1e-9,
+            atol=1e-9,
+            what="permuted value differs",
+        )
 
-    check_property(subject, "invariant to jointly permuting samples", st.tuples(_two_views(), cst.seeds()), check, n)
+    check_property(
+        subject, "invariant to jointly permuting samples", st.tuples(_two_views(), cst.seeds()), check, n
+    )
 
 
 def _gradcheck(subject: Subject, n: int) -> None:
@@ -114,8 +139,13 @@ def _gradcheck(subject: Subject, n: int) -> None:
         leaves = tuple(v.detach().clone().requires_grad_(True) for v in views)
         torch.autograd.gradcheck(lambda *v: subject.prototype(*v), leaves, eps=1e-6, atol=1e-5, rtol=1e-4)
 
-    check_property(subject, "autograd gradients equal finite differences (float64)",
-                   _two_views(max_batch=5, max_dim=4, scale=1.0), check, n)
+    check_property(
+        subject,
+        "autograd gradients equal finite differences (float64)",
+        _two_views(max_batch=5, max_dim=4, scale=1.0),
+        check,
+        n,
+    )
 
 
 def _device_and_dtype(subject: Subject, n: int) -> None:
@@ -130,7 +160,9 @@ def _device_and_dtype(subject: Subject, n: int) -> None:
         for g in grads:
             assert (g.dtype, g.device.type) == (dtype, device), f"gradient is {g.dtype} on {g.device}"
 
-    strategy = st.tuples(_two_views(), st.sampled_from([torch.float32, torch.float64]), st.sampled_from(devices))
+    strategy = st.tuples(
+        _two_views(), st.sampled_from([torch.float32, torch.float64]), st.sampled_from(devices)
+    )
     check_property(subject, "device and dtype follow the input", strategy, check, n)
 
 
@@ -144,6 +176,7 @@ def _malformed(subject: Subject) -> None:
         "NaN in the embeddings": (nan, z),
     }
     for what, views in cases.items():
+
         def check(views: tuple[Tensor, ...] = views, what: str = what) -> None:
             try:
                 subject.prototype(*views)

@@ -51,7 +51,9 @@ class ConformanceItem(pytest.Item):
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so they apply to these items too
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     """Append one item per installed plugin name when ``--contrastive-conformance`` is given."""
     if not config.getoption("contrastive_conformance"):
         return
@@ -65,7 +67,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for kind in _KINDS:
         for name in listing[kind]:
             items.append(
-                ConformanceItem.from_parent(session, name=f"contrastive-conformance[{kind}:{name}]", kind=kind, target=name)
+                ConformanceItem.from_parent(
+                    session, name=f"contrastive-conformance[{kind}:{name}]", kind=kind, target=name
+                )
             )
 
 

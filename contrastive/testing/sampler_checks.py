@@ -47,7 +47,9 @@ def _never_positive(subject: Subject, n: int) -> None:
         assert not drawn.is_floating_point(), f"draw returned {drawn.dtype} indices"
         assert bool(((drawn >= 0) & (drawn < sims.shape[1])).all()), "draw returned an index out of range"
         hit = _forbidden(positive).gather(1, drawn.long())
-        assert not bool(hit.any()), f"draw returned a positive or the anchor at {torch.nonzero(hit)[:3].tolist()}"
+        assert not bool(hit.any()), (
+            f"draw returned a positive or the anchor at {torch.nonzero(hit)[:3].tolist()}"
+        )
 
     check_property(subject, "draw never returns a positive or the anchor", _draw_problems(), check, n)
 
@@ -92,8 +94,13 @@ def _inside_losses(subject: Subject, n: int) -> None:
         for a, b in zip(ref_grads, grads, strict=True):
             assert torch.allclose(a, b, rtol=1e-7, atol=1e-10), "backends disagree on gradients"
 
-    check_property(subject, "finite inside nt_xent, and engine backends agree",
-                   cst.views(min_views=2, max_views=3, max_batch=8, max_dim=5), check, n)
+    check_property(
+        subject,
+        "finite inside nt_xent, and engine backends agree",
+        cst.views(min_views=2, max_views=3, max_batch=8, max_dim=5),
+        check,
+        n,
+    )
 
 
 def _uniform_reduction(subject: Subject, n: int) -> None:
@@ -107,7 +114,9 @@ def _uniform_reduction(subject: Subject, n: int) -> None:
         uniform, _ = _loss("uniform", views, "chunked")
         assert torch.allclose(value, uniform, rtol=1e-10, atol=1e-12), f"{value} != uniform {uniform}"
 
-    check_property(subject, f"equals the uniform sampler at {options}", cst.views(min_views=2, max_views=3), check, n)
+    check_property(
+        subject, f"equals the uniform sampler at {options}", cst.views(min_views=2, max_views=3), check, n
+    )
 
 
 def check_sampler(sampler: Any, max_examples: int = DEFAULT_MAX_EXAMPLES) -> None:

@@ -147,7 +147,8 @@ def write_plots(history: list[dict[str, Any]], folder: Path) -> list[Path]:
             if all(v is not None for v in values):
                 ax.plot(epochs, values, label=key.replace("_", " "))
         ax.set_xlabel("epoch")
-        ax.legend()
+        if ax.lines:  # without labels (npz data with no y) the probe panel stays empty
+            ax.legend()
     fig.tight_layout()
     path = folder / "curves.png"
     fig.savefig(path, dpi=120)

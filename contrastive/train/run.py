@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,11 +128,24 @@ def _check_dry_run(
         model.train()
 
 
-def _maybe_init_distributed() -> None:
-    """Join the process group that ``torchrun`` describes in the environment, if any."""
+@contextlib.contextmanager
+def _process_group(device: torch.device) -> Iterator[None]:
+    """Join the process group that ``torchrun`` describes in the environment for the block, if any.
+
+    ``gloo`` on CPU, ``nccl`` on CUDA (each rank on the GPU ``LOCAL_RANK`` names). A group
+    that is already initialised (by the caller) is used and left as it is.
+    """
     dist = torch.distributed
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def run(
@@ -186,54 +200,54 @@ def run(
     except ValueError as exc:
         raise TrainError(str(exc)) from None
     _check_dry_run(model, loss, augmentation, data, config)
-    _maybe_init_distributed()
-    base = baselines(model.encoder.to(device), data, device)
-    trainer = Trainer(config, model, data.split("train")[0], loss, augmentation)
-    if state is not None:
-        trainer.load_state_dict(state)
-    writer = trainer.rank == 0
-    if writer:  # everything is checked: only now is anything written
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.toml", dump_toml(config.to_dict()))
-        write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in trainer.history))
+    with _process_group(device):  # torchrun: join its group for the run, leave it afterwards
+        base = baselines(model.encoder.to(device), data, device)
+        trainer = Trainer(config, model, data.split("train")[0], loss, augmentation)
+        if state is not None:
+            trainer.load_state_dict(state)
+        writer = trainer.rank == 0
+        if writer:  # everything is checked: only now is anything written
+            out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out / "config.toml", dump_toml(config.to_dict()))
+            write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in trainer.history))
 
-    def on_epoch_end(t: Trainer) -> None:
-        t.history[-1].update(
-            evaluate(t.raw_model, augmentation, data, device, seed=config.seed * 1_000_003 + t.epoch)
-        )
+        def on_epoch_end(t: Trainer) -> None:
+            t.history[-1].update(
+                evaluate(t.raw_model, augmentation, data, device, seed=config.seed * 1_000_003 + t.epoch)
+            )
+            if writer:
+                save_checkpoint({**t.state_dict(), "config": config.to_dict()}, out / CHECKPOINT_NAME)
+                with open(out / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(t.history[-1]) + "\n")
+
+        trainer.add_callback("on_epoch_end", on_epoch_end)
+        Progress(quiet=quiet or not writer).attach(trainer)
+        for event, callback in callbacks:
+            trainer.add_callback(event, callback)
+        history = trainer.run()
+        last = history[-1]
+        summary = {
+            "linear_probe_accuracy": last["linear_probe_accuracy"],
+            "knn_accuracy": last["knn_accuracy"],
+            **base,
+            **{k: last[k] for k in ("loss", "alignment", "uniformity", "effective_rank")},
+            "epochs": trainer.epoch,
+            "steps": trainer.step,
+            "data": config.data,
+            "n_train": data.train_index.numel(),
+            "n_test": data.test_index.numel(),
+            "input_shape": "x".join(map(str, data.sample_shape)),
+            "encoder": config.encoder,
+            "loss_name": config.loss,
+            "augment": config.augment,
+            "device": str(device),
+            "out": str(out),
+            "wall_time_s": round(time.perf_counter() - started, 2),
+        }
         if writer:
-            save_checkpoint({**t.state_dict(), "config": config.to_dict()}, out / CHECKPOINT_NAME)
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(t.history[-1]) + "\n")
-
-    trainer.add_callback("on_epoch_end", on_epoch_end)
-    Progress(quiet=quiet or not writer).attach(trainer)
-    for event, callback in callbacks:
-        trainer.add_callback(event, callback)
-    history = trainer.run()
-    last = history[-1]
-    summary = {
-        "linear_probe_accuracy": last["linear_probe_accuracy"],
-        "knn_accuracy": last["knn_accuracy"],
-        **base,
-        **{k: last[k] for k in ("loss", "alignment", "uniformity", "effective_rank")},
-        "epochs": trainer.epoch,
-        "steps": trainer.step,
-        "data": config.data,
-        "n_train": data.train_index.numel(),
-        "n_test": data.test_index.numel(),
-        "input_shape": "x".join(map(str, data.sample_shape)),
-        "encoder": config.encoder,
-        "loss_name": config.loss,
-        "augment": config.augment,
-        "device": str(device),
-        "out": str(out),
-        "wall_time_s": round(time.perf_counter() - started, 2),
-    }
-    if writer:
-        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        write_plots(history, out)
-    return summary
+            write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            write_plots(history, out)
+        return summary
 
 
 def build_parser(prog: str = "contrastive train") -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from contrastive.distributed import shard_bounds, world
 from contrastive.train.components import build_optimizer, make_views, resolve_device
 from contrastive.train.config import TrainConfig
 
@@ -16,14 +17,6 @@ __all__ = ["Trainer"]
 
 Callback = Callable[["Trainer"], None]
 EVENTS = ("on_train_start", "on_batch_end", "on_epoch_end", "on_train_end")
-
-
-def _distributed() -> tuple[int, int]:
-    """``(rank, world_size)`` of an initialised ``torch.distributed`` group, else ``(0, 1)``."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class Trainer:
@@ -34,8 +27,15 @@ class Trainer:
     torch's global RNG, so a run restored with :meth:`load_state_dict` continues exactly.
     Callbacks (``add_callback(event, fn)``, events in :data:`EVENTS`) receive the trainer;
     after each epoch ``trainer.history[-1]`` is that epoch's record, to which they may add.
-    Under an initialised ``torch.distributed`` group each rank takes its share of every batch
-    and the model is wrapped in ``DistributedDataParallel``.
+
+    Under an initialised ``torch.distributed`` group the model is wrapped in
+    ``DistributedDataParallel`` and ``config.batch_size`` is the *global* batch: every rank
+    draws the same order and the same augmentations from its identically seeded generator
+    (so a checkpoint from rank 0 resumes every rank) and encodes its contiguous share
+    (:func:`contrastive.distributed.shard_bounds`; sizes differ by at most one). The loss
+    sees the other ranks' embeddings through ``gather="auto"`` and follows the contract
+    of :mod:`contrastive.distributed`, so each step takes the gradient of the global
+    batch; ``batch_loss`` and the history hold the loss of the global batch.
     """
 
     @staticmethod
@@ -54,11 +54,11 @@ class Trainer:
         """Set up the optimizer, device and generator for training ``model`` on ``train_x``."""
         self.config = config
         self.device = resolve_device(config.device)
-        self.rank, self.world_size = _distributed()
+        self.rank, self.world_size = world()
         self.raw_model = model.to(self.device)
         self.model: torch.nn.Module = self.raw_model
         if self.world_size > 1:
-            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            ids = [torch.cuda.current_device()] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.raw_model, device_ids=ids)
         self.loss = loss.to(self.device) if isinstance(loss, torch.nn.Module) else loss
         self.augmentation = augmentation
@@ -92,23 +92,27 @@ class Trainer:
         config, n = self.config, self.train_x.shape[0]
         if config.batch_size > n:
             raise ValueError(f"batch_size {config.batch_size} is larger than the {n} training samples")
+        if config.batch_size < 2 * self.world_size:
+            raise ValueError(
+                f"batch_size {config.batch_size} (the global batch) must be at least twice the world size "
+                f"{self.world_size}, so that every rank encodes at least two samples"
+            )
         self.trigger_callbacks("on_train_start")
         while self.epoch < config.epochs:
             self.model.train()
             order = torch.randperm(n, generator=self.generator)
             total = 0.0
+            start, stop = shard_bounds(config.batch_size, self.rank, self.world_size)
             for i in range(self.steps_per_epoch):
-                index = order[i * config.batch_size : (i + 1) * config.batch_size][
-                    self.rank :: self.world_size
-                ]
+                index = order[i * config.batch_size : (i + 1) * config.batch_size]
                 views = make_views(self.augmentation, self.train_x[index], 2, self.generator)
-                z = [self.model(v.to(self.device)) for v in views]
+                z = [self.model(v[start:stop].to(self.device)) for v in views]
                 loss = self.loss(*z)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
                 self.step += 1
-                self.batch_loss = loss.item()
+                self.batch_loss = self._global_loss(loss)
                 total += self.batch_loss
                 self.trigger_callbacks("on_batch_end")
             self.epoch += 1
@@ -116,6 +120,14 @@ class Trainer:
             self.trigger_callbacks("on_epoch_end")
         self.trigger_callbacks("on_train_end")
         return self.history
+
+    def _global_loss(self, loss: torch.Tensor) -> float:
+        """The loss of the global batch: the mean of the ranks' losses (the contract of the losses)."""
+        value = loss.detach().clone()
+        if self.world_size > 1:
+            torch.distributed.all_reduce(value)
+            value /= self.world_size
+        return value.item()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue: model, optimizer, counters, history, all RNG states."""
