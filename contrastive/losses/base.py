@@ -226,7 +226,7 @@ class EngineLoss(torch.nn.Module):
         super().__init__()
         check_temperature(temperature)
         check_choice(backend, "backend", BACKENDS)
-        resolve_backend(backend, torch.device("cpu"))  # fail early on backends that do not exist yet
+        resolve_backend(backend, torch.device("cpu"))  # fail early: backend="triton" without triton installed
         self.temperature = temperature
         self.normalize = bool(normalize)
         self.sampler = resolve_sampler(sampler)
