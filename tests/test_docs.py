@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 import os
 import re
 import subprocess
@@ -102,18 +101,12 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def _exported(module_name: str) -> list[str]:
-    """The names a module exports: its ``__all__``, else its public functions and classes."""
-    module = importlib.import_module(module_name)
-    names = getattr(module, "__all__", None)
-    if names is not None:
-        return list(names)
-    return [
-        name
-        for name, value in vars(module).items()
-        if not name.startswith("_")
-        and (inspect.isfunction(value) or inspect.isclass(value))
-        and value.__module__ == module_name
-    ]
+    """The names a module exports, by the same rule the docs extension documents them with."""
+    spec = importlib.util.spec_from_file_location("public_aliases", DOCS / "_ext" / "public_aliases.py")
+    assert spec is not None and spec.loader is not None
+    extension = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extension)  # needs sphinx, like every test here that calls this
+    return extension.exported_names(importlib.import_module(module_name))
 
 
 def test_every_name_in_contrastive_all_has_an_anchor(inventory: dict[str, str]) -> None:
