@@ -18,6 +18,7 @@ if not torch.cuda.is_available():
 import contextlib  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import types  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 
@@ -27,7 +28,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 pytest.importorskip("triton")
 
-from contrastive.engine import dispatch, reference_row_stats  # noqa: E402
+from contrastive.engine import dispatch, reference_row_stats, triton_launch  # noqa: E402
 from contrastive.engine import triton as triton_engine  # noqa: E402
 from contrastive.engine.triton import SymmetricTritonRowStats, TritonRowStats  # noqa: E402
 from contrastive.functional import clip, infonce, nt_xent, supcon  # noqa: E402
@@ -332,6 +333,135 @@ def test_the_engine_module_imports_without_triton() -> None:
         "assert not t.triton_available() and not t.can_launch(__import__('torch').device('cuda'))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# dC by atomics in the row pass (CONTRASTIVE_TRITON_TILES=columns=atomic)
+# ---------------------------------------------------------------------------------------------------------
+
+ATOMIC_TILES = {"atomic": "columns=atomic", "atomic-16x16": "columns=atomic,block_m=16,block_n=16"}
+
+
+def count_kernel_launches(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Count the launch code's kernel launches by kernel name (``"<name> atomic"`` with ATOMIC_COLUMNS on)."""
+    launches: Counter = Counter()
+    original = triton_launch._kernels
+
+    def counted(kernel: object, name: str) -> object:
+        class Launcher:
+            def __getitem__(self, grid: tuple[int, ...]) -> Callable[..., object]:
+                def run(*args: object, **kwargs: object) -> object:
+                    launches[name + (" atomic" if kwargs.get("ATOMIC_COLUMNS") else "")] += 1
+                    return kernel[grid](*args, **kwargs)  # type: ignore[index]
+
+                return run
+
+        return Launcher()
+
+    def kernels() -> types.SimpleNamespace:
+        module = original()
+        names = [name for name in vars(module) if name.endswith("_kernel")]
+        return types.SimpleNamespace(**{name: counted(getattr(module, name), name) for name in names})
+
+    monkeypatch.setattr(triton_launch, "_kernels", kernels)
+    return launches
+
+
+@pytest.mark.parametrize("tiles", sorted(ATOMIC_TILES), ids=str)
+@pytest.mark.parametrize(
+    "case",
+    [
+        problem(37, 130, 70, exponents=(0.5, 1.5)),  # two feature blocks of dC
+        problem(130, 37, 20, exponents=(1.0,), classes=3, block=32),  # many anchor blocks per dC row
+        problem(23, 50, 9, exponents=(1.0, 0.0, 0.5, 2.0, 1.5), temperature=0.05),  # two exponent groups
+        problem(41, 41, 33, symmetric=True, exponents=(1.0, 2.0), classes=5),  # atomics do not apply
+    ],
+    ids=["general-2exp", "general-tall", "five-exponents", "symmetric"],
+)
+def test_atomic_columns_equal_the_reference_in_float32(
+    case: EngineProblem, tiles: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTRASTIVE_TRITON_TILES", ATOMIC_TILES[tiles])
+    launches = count_kernel_launches(monkeypatch)
+    check_against_reference(case, torch.float32, DEVICE, FP32_TOLERANCE, FP32_TOLERANCE)
+    groups = -(-len(case.exponents) // 4)
+    backward = {name: count for name, count in launches.items() if "backward" in name}
+    if case.symmetric:
+        assert backward == {"row_stats_backward_rows_kernel": groups}
+    else:  # one pass per exponent group computes dA and dC, no column pass
+        assert backward == {"row_stats_backward_rows_kernel atomic": groups}
+
+
+def test_atomic_columns_are_exact_in_float64(monkeypatch: pytest.MonkeyPatch) -> None:
+    launches = count_kernel_launches(monkeypatch)
+    for tiles in ATOMIC_TILES.values():
+        monkeypatch.setenv("CONTRASTIVE_TRITON_TILES", tiles)
+        for case in (
+            problem(29, 70, 19, exponents=(0.5, 1.5, 1.0), block=16),
+            problem(45, 33, 19, exponents=(0.5, 1.5, 1.0, 2.0, 0.25), seed=3),  # two exponent groups
+        ):
+            check_against_reference(case, torch.float64, DEVICE, 1e-11, 1e-11)
+    assert launches["row_stats_backward_rows_kernel atomic"] == 2 * (1 + 2)
+    assert "row_stats_backward_columns_kernel" not in launches
+
+
+def test_the_default_backward_keeps_the_column_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONTRASTIVE_TRITON_TILES", raising=False)
+    launches = count_kernel_launches(monkeypatch)
+    check_against_reference(problem(20, 30, 9, exponents=(1.0, 2.0)), torch.float32, DEVICE,
+                            FP32_TOLERANCE, FP32_TOLERANCE)
+    assert launches["row_stats_backward_rows_kernel"] == launches["row_stats_backward_columns_kernel"] == 1
+    assert "row_stats_backward_rows_kernel atomic" not in launches
+
+
+@pytest.mark.parametrize("temperature_grad", [False, True], ids=["column-pass", "atomic-for-temperature"])
+def test_atomic_columns_when_the_anchors_need_no_gradient(
+    temperature_grad: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTRASTIVE_TRITON_TILES", ATOMIC_TILES["atomic-16x16"])
+    launches = count_kernel_launches(monkeypatch)
+    case = problem(37, 50, 20, exponents=(0.5, 1.5))
+    labels_a, labels_c = case.anchor_labels.to(DEVICE), case.candidate_labels.to(DEVICE)
+    index = case.anchor_index.to(DEVICE)
+
+    def gradients(triton: bool) -> tuple[Tensor, ...]:
+        """Gradients of the candidates (and temperature) only: the anchors are constants (fp32 values)."""
+        dtype = torch.float32 if triton else torch.float64
+        anchors = case.anchors.float().to(device=DEVICE, dtype=dtype)
+        candidates = case.candidates.float().to(device=DEVICE, dtype=dtype).requires_grad_()
+        temperature = torch.tensor(
+            case.temperature, dtype=torch.float64, device=DEVICE, requires_grad=temperature_grad
+        )
+        if triton:
+            inv_tau = (1.0 / temperature).to(torch.float32)
+            out = TritonRowStats.apply(
+                anchors, candidates, labels_a, labels_c, index, inv_tau, case.exponents, None
+            )
+        else:
+            out = reference_row_stats(
+                anchors, candidates, labels_a, labels_c, index, temperature, case.exponents
+            )[:3]
+        leaves = [candidates] + ([temperature] if temperature_grad else [])
+        return torch.autograd.grad(weighted_sum(out, 0), leaves)
+
+    for ours, expected in zip(gradients(triton=True), gradients(triton=False), strict=True):
+        assert_close(ours, expected, FP32_TOLERANCE)
+    backward = {name: count for name, count in launches.items() if "backward" in name}
+    if temperature_grad:  # d(1/τ) needs dS·C, so the row pass runs and adds dC on the way
+        assert backward == {"row_stats_backward_rows_kernel atomic": 1}
+    else:
+        assert backward == {"row_stats_backward_columns_kernel": 1}
+
+
+def test_an_unknown_column_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONTRASTIVE_TRITON_TILES", "columns=sideways")
+    with pytest.raises(ValueError, match=r"TileConfig\.columns .*'sideways'"):
+        triton_engine.tile_config(torch.float32, 20, DEVICE)
+    z = gaussian((4, 3), 0, dtype=torch.float32).to(DEVICE)
+    with pytest.raises(ValueError, match=r"TileConfig\.columns"):
+        TritonRowStats.apply(
+            z, z, torch.arange(4), torch.arange(4), torch.arange(4), torch.tensor(1.0), (1.0,), None
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,8 +14,11 @@ pos_sum (M,))``; :class:`SymmetricTritonRowStats` those of ``SymmetricChunkedRow
               + (h_i e^{s_{ij}-\mathrm{pos\_lse}_i} + k_i)[j\in P(i)];
 
   ``dA = dS·C/τ`` row-parallel, ``dC = dSᵀ·A/τ`` column-parallel (deterministic, no
-  atomics), ``d(1/τ) = Σ_i <a_i, (dS·C)_i>``. The symmetric case computes
-  ``(dS + dSᵀ)·Z`` in one row-parallel pass.
+  atomics), ``d(1/τ) = Σ_i <a_i, (dS·C)_i>``. Opt-in with
+  ``CONTRASTIVE_TRITON_TILES=columns=atomic``, the row pass also adds ``dSᵀ·A`` into ``dC``
+  with atomics when both gradients are needed (one recompute of the tiles instead of two,
+  but the summation order, hence the rounding, of ``dC`` varies from run to run). The
+  symmetric case computes ``(dS + dSᵀ)·Z`` in one row-parallel pass.
 
 Inputs fp32, bf16, fp16 (accumulated in fp32) or fp64 (accumulated in fp64). ``triton``
 is imported only when needed, so this module imports without it; kernels launched while

@@ -21,8 +21,10 @@ import triton.language as tl
 
 #: The most exponents one kernel launch handles; more are split into groups of this size.
 MAX_EXPONENTS = 4
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
+# Globals read inside kernels must be ``tl.constexpr``: compiled Triton rejects plain floats
+# (the interpreter does not), which tests/test_engine_triton_compile.py checks without a GPU.
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
@@ -203,10 +205,10 @@ def _dsim(t, negative, positive, g0, g1, g2, g3,
 
 @triton.jit
 def row_stats_backward_rows_kernel(
-    a_ptr, c_ptr, a_label_ptr, c_label_ptr, a_self_ptr, inv_tau_ptr, coef_ptr, out_ptr,
+    a_ptr, c_ptr, a_label_ptr, c_label_ptr, a_self_ptr, inv_tau_ptr, coef_ptr, out_ptr, dc_ptr,
     g0, g1, g2, g3,
-    M, N, D, stride_a, stride_c, stride_coef, stride_out,
-    NUM_EXP: tl.constexpr, SYMMETRIC: tl.constexpr,
+    M, N, D, stride_a, stride_c, stride_coef, stride_out, stride_dc,
+    NUM_EXP: tl.constexpr, SYMMETRIC: tl.constexpr, ATOMIC_COLUMNS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     ACC: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -216,7 +218,14 @@ def row_stats_backward_rows_kernel(
     coefficients. With ``SYMMETRIC`` (``c is a``, self = own index) the tile's transpose
     is added too, :math:`dS_{ij} + dS_{ji}` using the columns' coefficients on the same
     (symmetric) ``s_ij``, so that ``out = (dS + dSᵀ)·Z`` is the whole gradient in one pass.
+
+    With ``ATOMIC_COLUMNS`` (general case only, not with ``SYMMETRIC``) the same pass also
+    adds ``dS_{IJ}ᵀ · a_{IF}`` of every tile into ``dc[J, F]`` with ``tl.atomic_add``, so
+    that ``dc = dSᵀ·A`` needs no column-parallel pass. ``dc`` is an ACC buffer that the
+    caller zeroes (or that holds earlier exponent groups' sums); the order in which the
+    anchor blocks add into it is not deterministic. Off, ``dc_ptr``/``stride_dc`` are unused.
     """
+    tl.static_assert(not (SYMMETRIC and ATOMIC_COLUMNS), "ATOMIC_COLUMNS needs SYMMETRIC off")
     pid_m = tl.program_id(0)
     pid_f = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -228,6 +237,10 @@ def row_stats_backward_rows_kernel(
     to_log2 = tl.load(inv_tau_ptr).to(ACC) * LOG2E
     c0, s0, c1, s1, c2, s2, c3, s3, h, rho, k = _load_coefficients(coef_ptr, rows, row_ok, stride_coef,
                                                                      NUM_EXP, ACC)
+    if ATOMIC_COLUMNS:
+        # the block's own anchor features, the right factor of every tile's dSᵀ·A
+        a_f = tl.load(a_ptr + rows.to(tl.int64)[:, None] * stride_a + feats[None, :],
+                      mask=row_ok[:, None] & feat_ok[None, :], other=0.0)
     acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=ACC)
     for n0 in range(0, N, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
@@ -248,6 +261,11 @@ def row_stats_backward_rows_kernel(
         values = tl.load(c_ptr + cols.to(tl.int64)[:, None] * stride_c + feats[None, :],
                          mask=col_ok[:, None] & feat_ok[None, :], other=0.0)
         acc = tl.dot(ds.to(DOT), values.to(DOT), acc, input_precision=PRECISION, out_dtype=ACC)
+        if ATOMIC_COLUMNS:
+            # rows outside the problem have zero coefficients, hence zero dS, and zero a_f
+            dc_tile = tl.dot(tl.trans(ds).to(DOT), a_f.to(DOT), input_precision=PRECISION, out_dtype=ACC)
+            tl.atomic_add(dc_ptr + cols.to(tl.int64)[:, None] * stride_dc + feats[None, :], dc_tile,
+                          mask=col_ok[:, None] & feat_ok[None, :], sem="relaxed")
     tl.store(out_ptr + rows.to(tl.int64)[:, None] * stride_out + feats[None, :], acc,
              mask=row_ok[:, None] & feat_ok[None, :])
 

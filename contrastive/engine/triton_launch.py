@@ -6,6 +6,7 @@ first launch, never at import time. Autograd lives in :mod:`contrastive.engine.t
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import os
@@ -41,6 +42,12 @@ def _kernels() -> ModuleType:
     return module
 
 
+#: Environment variable overriding fields of the automatic :class:`TileConfig` (for tuning sweeps).
+TILES_ENV = "CONTRASTIVE_TRITON_TILES"
+#: How the backward computes dC = dSᵀ·A: a separate column-parallel pass, or atomics in the row pass.
+COLUMN_MODES = ("pass", "atomic")
+
+
 @dataclass(frozen=True)
 class TileConfig:
     """Tile edges and launch options: anchors x candidates per tile, feature chunk, output feature block."""
@@ -51,11 +58,51 @@ class TileConfig:
     block_dv: int
     num_warps: int
     num_stages: int
+    columns: str = "pass"
+
+    def __post_init__(self) -> None:
+        """Raise ValueError for edges that are not powers of two of at least 16, or an unknown mode."""
+        for name in ("block_m", "block_n", "block_d", "block_dv"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 16 or value & (value - 1):
+                raise ValueError(f"TileConfig.{name} must be a power of two >= 16, got {value!r}")
+        if self.num_warps not in (1, 2, 4, 8, 16) or not 1 <= self.num_stages <= 8:
+            raise ValueError(f"TileConfig: num_warps in 1..16 (a power of two), num_stages in 1..8, "
+                             f"got {self.num_warps} and {self.num_stages}")
+        if self.columns not in COLUMN_MODES:
+            raise ValueError(f"TileConfig.columns must be one of {COLUMN_MODES}, got {self.columns!r}")
+
+    def launch_options(self) -> dict[str, object]:
+        """Return the launch keywords: warps, pipeline stages and FMA contraction.
+
+        Contraction is passed explicitly so that Triton 3.9 does not warn about its changing default.
+        """
+        return {"num_warps": self.num_warps, "num_stages": self.num_stages, "enable_fp_fusion": True}
 
 
 def _pow2_between(value: int, low: int, high: int) -> int:
     """Return the power of two nearest above ``value``, clamped to ``[low, high]``."""
     return max(low, min(high, 1 << max(0, math.ceil(math.log2(max(1, value))))))
+
+
+def tile_overrides(text: str | None = None) -> dict[str, object]:
+    """Parse ``"block_m=128,num_warps=8,columns=atomic"`` (default: :data:`TILES_ENV`) into fields."""
+    text = os.environ.get(TILES_ENV, "") if text is None else text
+    fields = set(TileConfig.__dataclass_fields__)
+    out: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or name not in fields:
+            raise ValueError(f"{TILES_ENV}: expected comma-separated name=value with names in "
+                             f"{sorted(fields)}, got {item!r}")
+        if name == "columns":
+            out[name] = value
+        elif value.isdigit():
+            out[name] = int(value)
+        else:
+            raise ValueError(f"{TILES_ENV}: {name} takes a positive integer, got {value!r}")
+    return out
 
 
 def tile_config(dtype: torch.dtype, dim: int, device: torch.device, block: int | None = None) -> TileConfig:
@@ -64,12 +111,15 @@ def tile_config(dtype: torch.dtype, dim: int, device: torch.device, block: int |
     ``block`` (the engine's ``block_size``) sets the anchor and candidate tile edges, rounded
     up to a power of two in [16, 128]; None picks 64. Features are read in chunks of 64 (32 for
     4-byte and wider inputs); a backward program writes 128 features (64 for 4-byte and wider).
+    Fields named in the environment variable :data:`TILES_ENV` replace the automatic ones.
     """
     wide = dtype.itemsize >= 4
     edge = _pow2_between(block, 16, 128) if block is not None else 64
     block_d = _pow2_between(dim, 16, 32 if wide else 64)
     block_dv = _pow2_between(dim, 16, 64 if wide else 128)
-    return TileConfig(edge, edge, block_d, block_dv, num_warps=4 if edge <= 64 else 8, num_stages=2)
+    auto = TileConfig(edge, edge, block_d, block_dv, num_warps=4 if edge <= 64 else 8, num_stages=2)
+    overrides = tile_overrides()
+    return dataclasses.replace(auto, **overrides) if overrides else auto
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -128,7 +178,7 @@ def forward_stats(a: Tensor, c: Tensor, a_labels: Tensor, c_labels: Tensor, a_se
             a, c, a_labels, c_labels, a_self, inv_tau, out, pos_lse, pos_sum, *_padded(group),
             m, n, d, a.stride(0), c.stride(0), out.stride(0),
             NUM_EXP=len(group), BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
-            **_dtypes(a.dtype), num_warps=config.num_warps, num_stages=config.num_stages)
+            **_dtypes(a.dtype), **config.launch_options())
         if out is not neg_lse:
             neg_lse[:, e0:e0 + len(group)] = out
     return neg_lse, pos_lse, pos_sum
@@ -165,7 +215,14 @@ def backward_products(a: Tensor, c: Tensor, a_labels: Tensor, c_labels: Tensor, 
                       inv_tau: Tensor, exponents: Sequence[float], grads: Sequence[Tensor | None],
                       neg_lse: Tensor, pos_lse: Tensor, config: TileConfig, rows: bool, columns: bool,
                       symmetric: bool = False) -> tuple[Tensor | None, Tensor | None]:
-    """Return ``(dS·C, dSᵀ·A)`` in the accumulation dtype, each if asked (``(dS + dSᵀ)·Z`` if symmetric)."""
+    """Return ``(dS·C, dSᵀ·A)`` in the accumulation dtype, each if asked (``(dS + dSᵀ)·Z`` if symmetric).
+
+    ``dSᵀ·A`` comes from the column-parallel kernel (deterministic), or, with
+    ``config.columns == "atomic"`` and both products asked, from atomic adds in the row
+    kernel's pass (one recompute of the tiles instead of two; the summation order varies
+    between runs). Asked alone, ``dSᵀ·A`` always takes the column pass: the atomic path
+    would recompute every tile in the row kernel anyway, and add contention on top.
+    """
     kernels = _kernels()
     m, n, d = a.shape[0], c.shape[0], a.shape[1]
     dtype = compute_dtype(a.dtype)
@@ -175,19 +232,23 @@ def backward_products(a: Tensor, c: Tensor, a_labels: Tensor, c_labels: Tensor, 
         return dA, dC
     common = {"BLOCK_M": config.block_m, "BLOCK_N": config.block_n, "BLOCK_D": config.block_d,
               "BLOCK_DV": config.block_dv, **_dtypes(a.dtype),
-              "num_warps": config.num_warps, "num_stages": config.num_stages}
+              **config.launch_options()}
     features = triton_cdiv(d, config.block_dv)
+    # atomics add every exponent group straight into the zeroed dC (no temporary per group)
+    atomic = config.columns == "atomic" and dA is not None and dC is not None and not symmetric
     for e0, group in _groups(exponents):
         table = coefficient_table(grads, neg_lse, pos_lse, group, e0, with_positives=e0 == 0)
         scalars = (*_padded(group), m, n, d, a.stride(0), c.stride(0), table.stride(0))
         if dA is not None:
             out = dA if e0 == 0 else torch.empty_like(dA)
+            dc = dC if atomic else out  # unused unless atomic: any pointer of the right dtype
             kernels.row_stats_backward_rows_kernel[(triton_cdiv(m, config.block_m), features)](
-                a, c, a_labels, c_labels, a_self, inv_tau, table, out, *scalars, out.stride(0),
-                NUM_EXP=len(group), SYMMETRIC=symmetric, **common)
+                a, c, a_labels, c_labels, a_self, inv_tau, table, out, dc, *scalars,
+                out.stride(0), dc.stride(0),
+                NUM_EXP=len(group), SYMMETRIC=symmetric, ATOMIC_COLUMNS=atomic, **common)
             if out is not dA:
                 dA += out
-        if dC is not None:
+        if dC is not None and not atomic:
             out = dC if e0 == 0 else torch.empty_like(dC)
             kernels.row_stats_backward_columns_kernel[(triton_cdiv(n, config.block_n), features)](
                 a, c, a_labels, c_labels, a_self, inv_tau, table, out, *scalars, out.stride(0),
@@ -195,5 +256,3 @@ def backward_products(a: Tensor, c: Tensor, a_labels: Tensor, c_labels: Tensor, 
             if out is not dC:
                 dC += out
     return dA, dC
-
-
