@@ -4,8 +4,10 @@ For each candidate tile configuration the engine's real launches (a general and 
 forward and backward, recorded by :mod:`contrastive.engine.triton_aot`) are compiled to
 cubins for ``--capability`` (default 90, the H100) and read back: registers per thread, bytes
 spilled to the stack, shared memory, and whether the dots use tensor cores (``wgmma`` on
-Hopper). Spilling kernels are slow whatever the GPU's clock; this table narrows the tile
-choices that a GPU timing sweep (``bench_triton.py --tiles``) then decides between.
+Hopper). ``rows-atomic`` is the row pass that also adds dC with atomics
+(``columns=atomic``), ``rows-symmetric`` the symmetric losses' single backward pass.
+Spilling kernels are slow whatever the GPU's clock; this table narrows the tile choices
+that a GPU timing sweep (``bench_triton.py --tiles``) then decides between.
 
     python benchmarks/triton_static.py [--dtypes bf16 fp32] [--exponents 1 2] [--capability 90]
 
@@ -26,6 +28,7 @@ from pathlib import Path
 import torch
 
 from contrastive.engine import triton_aot
+from contrastive.engine.triton_launch import COLUMN_MODES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -59,15 +62,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def tiles(block_m: int, block_n: int, block_dv: int, warps: int) -> str:
+def tiles(block_m: int, block_n: int, block_dv: int, warps: int, columns: str) -> str:
     """The override string for one candidate configuration."""
-    return f"block_m={block_m},block_n={block_n},block_dv={block_dv},num_warps={warps}"
+    return f"block_m={block_m},block_n={block_n},block_dv={block_dv},num_warps={warps},columns={columns}"
 
 
 def kernel_name(launch: triton_aot.Launch) -> str:
     """Short kernel name; the symmetric row pass is its own kernel."""
     name = SHORT[launch.kernel]
-    return "rows-symmetric" if launch.kwargs.get("SYMMETRIC") else name
+    if launch.kwargs.get("SYMMETRIC"):
+        return "rows-symmetric"
+    return "rows-atomic" if launch.kwargs.get("ATOMIC_COLUMNS") else name
 
 
 def collect(args: argparse.Namespace) -> list[dict[str, object]]:
@@ -75,8 +80,9 @@ def collect(args: argparse.Namespace) -> list[dict[str, object]]:
     launches: list[triton_aot.Launch] = []
     for dtype, count in itertools.product(args.dtypes, args.exponents):
         exponents = tuple(1.0 + 0.5 * e for e in range(count))
-        for (m, n), dv, warps in itertools.product(EDGES, FEATURE_BLOCKS, WARPS):
-            launches += triton_aot.engine_launches(DTYPES[dtype], args.dim, exponents, tiles(m, n, dv, warps))
+        for (m, n), dv, warps, columns in itertools.product(EDGES, FEATURE_BLOCKS, WARPS, COLUMN_MODES):
+            setting = tiles(m, n, dv, warps, columns)
+            launches += triton_aot.engine_launches(DTYPES[dtype], args.dim, exponents, setting)
     launches = triton_aot.unique(launches)
     start = time.perf_counter()
     usages = triton_aot.compile_usage([(launch, args.capability) for launch in launches], args.workers)
