@@ -1,22 +1,30 @@
-"""CLIP loss forward+backward on a GPU: the fused Triton engine against materialised implementations.
+"""Contrastive losses forward+backward on a GPU: the fused Triton engine against materialised implementations.
 
-For 2N embeddings (N image + N text features, unit norm, D features) each method computes
-CLIP's symmetric cross entropy at logit scale 1/0.07 and its gradient with respect to both
-feature matrices, in this process, one after another:
+``--losses clip`` (the default): for 2N embeddings (N image + N text features, unit norm,
+D features) each method computes CLIP's symmetric cross entropy at logit scale 1/0.07 and
+its gradient with respect to both feature matrices, in this process, one after another:
 
 * ``contrastive-triton`` — ``contrastive.functional.clip(..., backend="triton")``,
 * ``torch-materialised`` — ``logits = s·x·yᵀ``, ``(CE(logits) + CE(logitsᵀ)) / 2``,
 * ``open_clip`` — ``open_clip.loss.ClipLoss`` (where installed),
-* ``inf_cl`` — Inf-CL's ``cal_inf_loss`` (where installed; bf16/fp16 only as published).
+* ``inf_cl`` — Inf-CL's ``cal_inf_loss`` (where installed; ``head_dim`` 256 or 128 dividing D).
 
-Reported per (2N, D, dtype): median seconds of ``repeats`` calls after a warm-up, peak memory
-above the inputs, model TFLOP/s ``6·N_q·N_k·D / time`` with N_q = N_k = N, and that as a
-percentage of the device's dense peak for the dtype (fp32: non-tensor-core FMA peak, since
-the kernels use IEEE fp32 dots unless TF32 is allowed). A method that runs out of memory is
-recorded as ``OOM`` and skipped at larger sizes, one slower than ``--max-seconds`` likewise.
-Writes ``benchmarks/results/triton.json`` and ``triton.md`` with the device and commit.
+``--losses nt_xent supcon``: the engine's NT-Xent on two views of N samples and SupCon on
+the same 2N embeddings with N/4 classes (so every anchor has 7 positives), against a
+materialised torch NT-Xent; the issue's goal is supcon within 10 % of nt_xent.
 
-    python benchmarks/bench_triton.py [--sizes 8192 32768 ...] [--dims 128 256 768] [--dtypes fp32 bf16]
+Reported per (loss, 2N, D, dtype): median seconds of ``repeats`` calls after a warm-up, peak
+memory above the inputs, model TFLOP/s ``6·N_q·N_k·D / time`` (clip: N_q = N_k = N; nt_xent
+and supcon: N_q = N_k = 2N) and that as a percentage of the device's dense peak for the
+dtype (fp32: non-tensor-core FMA peak, since the kernels use IEEE fp32 dots unless TF32 is
+allowed). A method that runs out of memory is recorded as ``OOM`` and skipped at larger
+sizes, one slower than ``--max-seconds`` likewise. ``--tiles A B ...`` runs the engine once
+per tile setting (``CONTRASTIVE_TRITON_TILES`` syntax, e.g. ``block_dv=256,num_warps=8``;
+``default`` for the automatic one). Writes ``triton.json`` and ``triton.md`` with the device
+and commit to ``--out`` (default ``benchmarks/results``).
+
+    python benchmarks/bench_triton.py [--losses clip nt_xent supcon] [--sizes 8192 32768 ...]
+        [--dims 128 256 768] [--dtypes fp32 bf16] [--tiles default columns=atomic]
 
 Needs CUDA; ``--smoke`` instead runs a tiny size on the CPU through Triton's interpreter
 (to check the script, not to measure) and writes to ``--out`` (default: a temporary folder).
@@ -25,6 +33,8 @@ Needs CUDA; ``--smoke`` instead runs a tiny size on the CPU through Triton's int
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import platform
@@ -33,14 +43,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TILES_ENV = "CONTRASTIVE_TRITON_TILES"  # contrastive.engine.triton_launch.TILES_ENV
 SIZES = (8192, 32768, 65536, 262144, 1048576, 4194304)
 DIMS = (128, 256, 768)
 DTYPES = ("fp32", "bf16")
 LOGIT_SCALE = 1.0 / 0.07
+LOSSES = ("clip", "nt_xent", "supcon")
+#: SupCon's classes: 2N embeddings in N / CLASS_SIZE classes, so each anchor has 2·CLASS_SIZE - 1 positives.
+CLASS_SIZE = 4
 #: Dense peak TFLOP/s per dtype (vendor datasheets, without sparsity); fp32 is the non-tensor-core peak.
 PEAK_TFLOPS = {
     "H200": {"fp32": 67.0, "bf16": 989.4, "fp16": 989.4},
@@ -62,7 +76,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--dims", type=int, nargs="+", default=list(DIMS))
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--losses", nargs="+", default=["clip"], choices=list(LOSSES))
     parser.add_argument("--methods", nargs="+", default=None, help="subset of the methods to run")
+    parser.add_argument(
+        "--tiles",
+        nargs="+",
+        default=["default"],
+        help="tile settings for the engine (CONTRASTIVE_TRITON_TILES)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument(
@@ -83,12 +104,38 @@ def peak_tflops(device_name: str, dtype: str) -> float | None:
     return None
 
 
-def methods() -> dict[str, Callable]:
-    """Return the available methods: name -> loss(image, text, logit_scale) (a scalar tensor)."""
+def methods(loss: str) -> dict[str, Callable]:
+    """Return the available methods for ``loss``: name -> f(x, y, scale) (a scalar tensor).
+
+    ``x`` and ``y`` are the N x D image and text features (clip) or the two views (nt_xent, supcon).
+    """
     import torch
     import torch.nn.functional as F
 
-    from contrastive.functional import clip
+    from contrastive.functional import clip, nt_xent, supcon
+
+    if loss == "nt_xent":
+
+        def materialised_nt_xent(x, y, scale):
+            z = torch.cat([x, y]).float()
+            logits = (scale * z @ z.T).fill_diagonal_(float("-inf"))
+            n = x.shape[0]
+            target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(x.device)
+            return F.cross_entropy(logits, target)
+
+        return {
+            "contrastive-triton": lambda x, y, scale: nt_xent(
+                x, y, temperature=1.0 / scale, normalize=False, backend="triton"
+            ),
+            "torch-materialised": materialised_nt_xent,
+        }
+    if loss == "supcon":
+
+        def ours_supcon(x, y, scale):
+            labels = torch.arange(x.shape[0], device=x.device) // CLASS_SIZE
+            return supcon(x, y, labels=labels, temperature=1.0 / scale, normalize=False, backend="triton")
+
+        return {"contrastive-triton": ours_supcon}
 
     def ours(image, text, scale):
         return clip(image, text, scale, normalize=False, backend="triton")
@@ -110,9 +157,12 @@ def methods() -> dict[str, Callable]:
         from inf_cl import cal_inf_loss
 
         def inf_cl(image, text, scale):
+            dim = image.shape[1]
+            head_dim = 256 if dim % 256 == 0 else 128 if dim % 128 == 0 else 64
             return (
-                cal_inf_loss(image, text, scale=scale) + cal_inf_loss(text, image, scale=scale)
-            ).mean() / 2
+                cal_inf_loss(image, text, scale=scale, head_dim=head_dim)
+                + cal_inf_loss(text, image, scale=scale, head_dim=head_dim)
+            ) / 2
 
         out["inf_cl"] = inf_cl
     except ImportError:
@@ -184,7 +234,38 @@ def environment(device) -> dict[str, object]:
         "commit": commit.strip(),
         "dirty": bool(dirty.strip()),
         "interpreted": os.environ.get("TRITON_INTERPRET") == "1",
+        "command": "python benchmarks/bench_triton.py " + " ".join(sys.argv[1:]),
     }
+
+
+def model_flops(loss: str, n: int, dim: int) -> float:
+    """``6·N_q·N_k·D``: forward 2, backward 4 multiply-adds per similarity entry and feature."""
+    side = n if loss == "clip" else 2 * n
+    return 6.0 * side * side * dim
+
+
+@contextlib.contextmanager
+def tile_setting(tiles: str) -> Iterator[None]:
+    """Within the block the engine uses ``tiles`` (``default``: the automatic configuration)."""
+    saved = os.environ.get(TILES_ENV)
+    os.environ[TILES_ENV] = "" if tiles == "default" else tiles
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(TILES_ENV, None)
+        else:
+            os.environ[TILES_ENV] = saved
+
+
+def variants(loss: str, args: argparse.Namespace) -> list[tuple[str, str, Callable]]:
+    """``(method, tiles, function)`` to measure for ``loss``: the engine once per tile setting."""
+    chosen = {k: v for k, v in methods(loss).items() if args.methods is None or k in args.methods}
+    out = []
+    for name, function in chosen.items():
+        for tiles in args.tiles if name == "contrastive-triton" else ["-"]:
+            out.append((name, tiles, function))
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -193,75 +274,83 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     device = torch.device("cpu" if args.smoke else "cuda")
     env = environment(device)
-    available = methods()
-    chosen = {k: v for k, v in available.items() if args.methods is None or k in args.methods}
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     records = []
-    for dtype_name in args.dtypes:
-        for dim in args.dims:
-            given_up: set[str] = set()
-            for size in sorted(args.sizes):
-                n = size // 2
-                for name, loss in chosen.items():
-                    record = {"method": name, "2N": size, "D": dim, "dtype": dtype_name}
-                    if name in given_up:
-                        records.append({**record, "status": "skipped (smaller size failed or was too slow)"})
-                        continue
-                    try:
-                        result = measure(loss, n, dim, dtypes[dtype_name], device, args.warmup, args.repeats)
-                    except torch.cuda.OutOfMemoryError:
-                        given_up.add(name)
-                        records.append({**record, "status": "OOM"})
-                        torch.cuda.empty_cache()
-                        continue
-                    except Exception as error:  # a comparison library failing must not stop the others
-                        given_up.add(name)
-                        records.append({**record, "status": f"error: {type(error).__name__}: {error}"[:200]})
-                        continue
-                    tflops = 6.0 * n * n * dim / result["seconds"] / 1e12
-                    peak = peak_tflops(env["device"], dtype_name)
-                    records.append(
-                        {
-                            **record,
-                            "status": "ok",
-                            **result,
-                            "tflops": tflops,
-                            "percent_of_peak": None if peak is None else 100.0 * tflops / peak,
-                        }
-                    )
-                    if result["seconds"] > args.max_seconds:
-                        given_up.add(name)
-                    print(
-                        f"{dtype_name} D={dim} 2N={size} {name}: {result['seconds'] * 1e3:.2f} ms, "
-                        f"{tflops:.1f} TFLOP/s",
-                        flush=True,
-                    )
-                if device.type == "cuda":
+    for loss, dtype_name, dim in itertools.product(args.losses, args.dtypes, args.dims):
+        given_up: set[tuple[str, str]] = set()
+        for size in sorted(args.sizes):
+            n = size // 2
+            for name, tiles, function in variants(loss, args):
+                record = {
+                    "loss": loss,
+                    "method": name,
+                    "tiles": tiles,
+                    "2N": size,
+                    "D": dim,
+                    "dtype": dtype_name,
+                }
+                if (name, tiles) in given_up:
+                    records.append({**record, "status": "skipped (smaller size failed or was too slow)"})
+                    continue
+                try:
+                    with tile_setting(tiles if tiles != "-" else "default"):
+                        result = measure(
+                            function, n, dim, dtypes[dtype_name], device, args.warmup, args.repeats
+                        )
+                except torch.cuda.OutOfMemoryError:
+                    given_up.add((name, tiles))
+                    records.append({**record, "status": "OOM"})
                     torch.cuda.empty_cache()
-    return {"environment": env, "methods": list(chosen), "records": records}
+                    continue
+                except Exception as error:  # a comparison library failing must not stop the others
+                    given_up.add((name, tiles))
+                    records.append({**record, "status": f"error: {type(error).__name__}: {error}"[:200]})
+                    continue
+                tflops = model_flops(loss, n, dim) / result["seconds"] / 1e12
+                peak = peak_tflops(env["device"], dtype_name)
+                records.append(
+                    {
+                        **record,
+                        "status": "ok",
+                        **result,
+                        "tflops": tflops,
+                        "percent_of_peak": None if peak is None else 100.0 * tflops / peak,
+                    }
+                )
+                if result["seconds"] > args.max_seconds:
+                    given_up.add((name, tiles))
+                print(
+                    f"{loss} {dtype_name} D={dim} 2N={size} {name} [{tiles}]: "
+                    f"{result['seconds'] * 1e3:.2f} ms, {tflops:.1f} TFLOP/s",
+                    flush=True,
+                )
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return {"environment": env, "records": records}
 
 
 def markdown(report: dict[str, object]) -> str:
     """Render the records as a markdown table with the environment."""
     env = report["environment"]
     lines = [
-        "# CLIP loss forward+backward: fused Triton engine vs materialised implementations",
+        "# Contrastive losses forward+backward: fused Triton engine vs materialised implementations",
         "",
         f"Device: {env['device']}; torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, "
         f"Python {env['python']}; commit {env['commit']}{' (dirty tree)' if env['dirty'] else ''}"
         f"{'; INTERPRETED (smoke run, not a measurement)' if env['interpreted'] else ''}.",
+        f"Command: `{env.get('command', 'python benchmarks/bench_triton.py')}`.",
         "",
-        "| dtype | D | 2N | method | ms | peak MiB | TFLOP/s | % of peak |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        "| loss | dtype | D | 2N | method | tiles | ms | peak MiB | TFLOP/s | % of peak |",
+        "|---|---|---:|---:|---|---|---:|---:|---:|---:|",
     ]
     for r in report["records"]:
+        head = f"| {r['loss']} | {r['dtype']} | {r['D']} | {r['2N']} | {r['method']} | {r['tiles']} |"
         if r["status"] != "ok":
-            lines.append(f"| {r['dtype']} | {r['D']} | {r['2N']} | {r['method']} | {r['status']} | | | |")
+            lines.append(f"{head} {r['status']} | | | |")
             continue
         pct = "" if r["percent_of_peak"] is None else f"{r['percent_of_peak']:.1f}"
         lines.append(
-            f"| {r['dtype']} | {r['D']} | {r['2N']} | {r['method']} | {r['seconds'] * 1e3:.2f} | "
-            f"{r['peak_bytes'] / 2**20:.1f} | {r['tflops']:.2f} | {pct} |"
+            f"{head} {r['seconds'] * 1e3:.2f} | {r['peak_bytes'] / 2**20:.1f} | {r['tflops']:.2f} | {pct} |"
         )
     return "\n".join(lines) + "\n"
 

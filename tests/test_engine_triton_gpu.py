@@ -125,3 +125,14 @@ def test_compiled_kernels_keep_memory_linear_in_the_batch() -> None:
     torch.cuda.synchronize()
     # A materialised 32k x 32k fp32 matrix alone would be 4 GiB; the engine needs O(N·D).
     assert torch.cuda.max_memory_allocated() - base < 256 * 2**20
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("tiles", ["columns=atomic", "columns=atomic,block_m=128,num_warps=8"])
+def test_compiled_atomic_columns_equal_the_reference(
+    tiles: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTRASTIVE_TRITON_TILES", tiles)
+    value_tol, grad_tol = TOLERANCE[dtype]
+    case = problem(1000, 3001, 256, exponents=(1.0, 2.0))
+    check_against_reference(case, dtype, CUDA, value_tol, grad_tol)
