@@ -39,9 +39,9 @@ run_tests() {
 run_tiles() {
     timeout 540 python3 benchmarks/bench_triton.py --losses clip nt_xent --sizes 65536 --dims 256 \
         --dtypes bf16 --methods contrastive-triton --repeats 5 --out "$OUT/tiles" \
-        --tiles default columns=atomic block_dv=256,num_warps=8 block_dv=256,num_warps=8,columns=atomic \
-        block_m=128,block_n=64,block_dv=128,num_warps=8 block_m=128,block_n=128,num_warps=8 \
-        block_m=64,block_n=128,block_dv=256,num_warps=8 2>&1 | tail -40
+        --tiles default columns=atomic backward_warps=4 block_dv=256 block_dv=256,columns=atomic \
+        block_dv=64 num_warps=8 block_m=128,block_n=64,num_warps=8 block_m=128,block_n=128,num_warps=8 \
+        num_stages=3 2>&1 | tail -40
 }
 
 run_bench() {

@@ -4,8 +4,9 @@ For each candidate tile configuration the engine's real launches (a general and 
 forward and backward, recorded by :mod:`contrastive.engine.triton_aot`) are compiled to
 cubins for ``--capability`` (default 90, the H100) and read back: registers per thread, bytes
 spilled to the stack, shared memory, and whether the dots use tensor cores (``wgmma`` on
-Hopper). ``rows-atomic`` is the row pass that also adds dC with atomics
-(``columns=atomic``), ``rows-symmetric`` the symmetric losses' single backward pass.
+Hopper). ``-atomic`` marks the row pass that also adds dC with atomics (``columns=atomic``),
+``-dual`` the passes that form dS from both directions' coefficients (the symmetric losses'
+single backward pass, and CLIP's shared backward).
 Spilling kernels are slow whatever the GPU's clock; this table narrows the tile choices
 that a GPU timing sweep (``bench_triton.py --tiles``) then decides between.
 
@@ -30,7 +31,8 @@ import torch
 from contrastive.engine import triton_aot
 from contrastive.engine.triton_launch import COLUMN_MODES
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 EDGES = ((64, 64), (128, 64), (64, 128), (128, 128))
 FEATURE_BLOCKS = (64, 128, 256)
@@ -57,22 +59,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dim", type=int, default=256, help="features (>= 256 lets every feature block apply)"
     )
     parser.add_argument("--capability", type=int, default=90)
+    parser.add_argument(
+        "--edges",
+        nargs="+",
+        default=[f"{m}x{n}" for m, n in EDGES],
+        help="anchor x candidate tile edges, e.g. 64x64 128x64",
+    )
+    parser.add_argument("--feature-blocks", type=int, nargs="+", default=list(FEATURE_BLOCKS))
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="triton_static", help="file name (without suffix) of the results")
     return parser.parse_args(argv)
 
 
 def tiles(block_m: int, block_n: int, block_dv: int, warps: int, columns: str) -> str:
     """The override string for one candidate configuration."""
-    return f"block_m={block_m},block_n={block_n},block_dv={block_dv},num_warps={warps},columns={columns}"
+    return (
+        f"block_m={block_m},block_n={block_n},block_dv={block_dv},num_warps={warps},"
+        f"backward_warps={warps},columns={columns}"
+    )
 
 
 def kernel_name(launch: triton_aot.Launch) -> str:
-    """Short kernel name; the symmetric row pass is its own kernel."""
+    """Short kernel name, with ``-dual`` (both directions' coefficients) and ``-atomic`` marks."""
     name = SHORT[launch.kernel]
-    if launch.kwargs.get("SYMMETRIC"):
-        return "rows-symmetric"
-    return "rows-atomic" if launch.kwargs.get("ATOMIC_COLUMNS") else name
+    if launch.kwargs.get("COLUMN_COEFS"):
+        name += "-dual"
+    return name + "-atomic" if launch.kwargs.get("ATOMIC_COLUMNS") else name
 
 
 def collect(args: argparse.Namespace) -> list[dict[str, object]]:
@@ -80,7 +93,8 @@ def collect(args: argparse.Namespace) -> list[dict[str, object]]:
     launches: list[triton_aot.Launch] = []
     for dtype, count in itertools.product(args.dtypes, args.exponents):
         exponents = tuple(1.0 + 0.5 * e for e in range(count))
-        for (m, n), dv, warps, columns in itertools.product(EDGES, FEATURE_BLOCKS, WARPS, COLUMN_MODES):
+        edges = [tuple(int(x) for x in edge.split("x")) for edge in args.edges]
+        for (m, n), dv, warps, columns in itertools.product(edges, args.feature_blocks, WARPS, COLUMN_MODES):
             setting = tiles(m, n, dv, warps, columns)
             launches += triton_aot.engine_launches(DTYPES[dtype], args.dim, exponents, setting)
     launches = triton_aot.unique(launches)
@@ -183,8 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "triton_static.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    (args.out / "triton_static.md").write_text(markdown(rows, meta))
+    (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(rows, meta))
     print(markdown(rows, meta))
 
 

@@ -11,7 +11,7 @@ from contrastive._version import __version__
 from contrastive.augment.base import Augmentation, RandomAugmentation
 from contrastive.augment.masking import RandomMask
 from contrastive.augment.pipelines import Compose, SimCLRAugmentation
-from contrastive.engine import RowStats, row_stats
+from contrastive.engine import RowStats, dual_row_stats, row_stats
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.clip import ClipLoss
 from contrastive.losses.infonce import InfoNCELoss
@@ -70,6 +70,7 @@ __all__ = [
     "RandomAugmentation",
     "RandomMask",
     "row_stats",
+    "dual_row_stats",
     "RowStats",
     "Sampler",
     "SimCLRAugmentation",

@@ -8,6 +8,7 @@ compiled on the GPU; ``test_engine_triton_gpu.py`` adds half precision and large
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -28,9 +29,18 @@ from hypothesis import strategies as st  # noqa: E402
 
 pytest.importorskip("triton")
 
-from contrastive.engine import dispatch, reference_row_stats, triton_launch  # noqa: E402
+from contrastive.engine import (  # noqa: E402
+    dispatch,
+    dual_row_stats,  # noqa: E402
+    reference_row_stats,
+    triton_launch,
+)
 from contrastive.engine import triton as triton_engine  # noqa: E402
-from contrastive.engine.triton import SymmetricTritonRowStats, TritonRowStats  # noqa: E402
+from contrastive.engine.triton import (  # noqa: E402
+    DualTritonRowStats,
+    SymmetricTritonRowStats,
+    TritonRowStats,
+)
 from contrastive.functional import clip, infonce, nt_xent, supcon  # noqa: E402
 from contrastive.samplers import DebiasedSampler, HardNegativeSampler, UniformSampler  # noqa: E402
 from tests.strategies import EngineProblem, engine_problems, gaussian, labels, seeds  # noqa: E402
@@ -202,7 +212,7 @@ def routed_to_triton() -> Iterator[Counter]:
     """Count the calls that ``backend="triton"`` makes to the Triton functions through dispatch."""
     calls: Counter = Counter()
     with pytest.MonkeyPatch.context() as patch:
-        for cls in (TritonRowStats, SymmetricTritonRowStats):
+        for cls in (TritonRowStats, SymmetricTritonRowStats, DualTritonRowStats):
 
             def counted(*args: object, _original: Callable = cls.apply, _name: str = cls.__name__) -> object:
                 calls[_name] += 1
@@ -408,8 +418,9 @@ def test_atomic_columns_are_exact_in_float64(monkeypatch: pytest.MonkeyPatch) ->
 def test_the_default_backward_keeps_the_column_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CONTRASTIVE_TRITON_TILES", raising=False)
     launches = count_kernel_launches(monkeypatch)
-    check_against_reference(problem(20, 30, 9, exponents=(1.0, 2.0)), torch.float32, DEVICE,
-                            FP32_TOLERANCE, FP32_TOLERANCE)
+    check_against_reference(
+        problem(20, 30, 9, exponents=(1.0, 2.0)), torch.float32, DEVICE, FP32_TOLERANCE, FP32_TOLERANCE
+    )
     assert launches["row_stats_backward_rows_kernel"] == launches["row_stats_backward_columns_kernel"] == 1
     assert "row_stats_backward_rows_kernel atomic" not in launches
 
@@ -548,3 +559,99 @@ def test_samplers_on_nt_xent_with_extra_negatives_and_triton_equal_the_reference
         views + [extra],
         triton_backend,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# both directions of one matrix (CLIP): one shared backward
+# ---------------------------------------------------------------------------------------------------------
+
+
+def dual_stats_and_grads(
+    case: EngineProblem, dtype: torch.dtype, backend: str, need_anchors: bool = True
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Both directions' statistics of ``case`` (its labels, no self) and the gradients of a weighted sum."""
+    anchors = case.anchors.to(device=DEVICE, dtype=dtype).requires_grad_(need_anchors)
+    candidates = case.candidates.to(device=DEVICE, dtype=dtype).requires_grad_()
+    temperature = torch.tensor(case.temperature, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    rows, cols = dual_row_stats(
+        anchors,
+        candidates,
+        case.anchor_labels.to(DEVICE),
+        case.candidate_labels.to(DEVICE),
+        temperature,
+        case.exponents,
+        backend,
+        case.block_size,
+    )
+    # the same positive and negative pairs, counted from either side
+    assert int(rows.pos_count.sum()) == int(cols.pos_count.sum())
+    assert int(rows.neg_count.sum()) == int(cols.neg_count.sum())
+    total = weighted_sum(rows[:3], 1) + weighted_sum(cols[:3], 2)
+    leaves = ([anchors] if need_anchors else []) + [candidates, temperature]
+    return [*rows[:3], *cols[:3]], list(torch.autograd.grad(total, leaves))
+
+
+@pytest.mark.parametrize("tiles", ["", "columns=atomic", "block_m=16,block_n=16,columns=atomic"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        problem(37, 41, 20, exponents=(1.0,), classes=11),
+        problem(50, 23, 33, exponents=(0.5, 1.0, 1.5, 2.0, 3.0), classes=5, block=16),
+    ],
+    ids=["one-exponent", "two-exponent-groups"],
+)
+def test_dual_statistics_equal_two_reference_directions(
+    case: EngineProblem, tiles: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTRASTIVE_TRITON_TILES", tiles)
+    case = dataclasses.replace(case, candidate_labels=case.candidate_labels.clamp(min=0))
+    with routed_to_triton() as calls:
+        out, grads = dual_stats_and_grads(case, torch.float32, "triton")
+    assert calls == {"DualTritonRowStats": 1}
+    exact = dataclasses.replace(
+        case, anchors=case.anchors.float().double(), candidates=case.candidates.float().double()
+    )
+    ref, ref_grads = dual_stats_and_grads(exact, torch.float64, "reference")
+    for ours, expected in zip(out + grads, ref + ref_grads, strict=True):
+        assert_close(ours, expected, FP32_TOLERANCE)
+    exact_out, exact_grads = dual_stats_and_grads(exact, torch.float64, "triton")
+    for ours, expected in zip(exact_out + exact_grads, ref + ref_grads, strict=True):
+        assert_close(ours, expected, 1e-11)
+
+
+def test_dual_gradients_of_the_candidates_alone_equal_the_reference() -> None:
+    case = problem(30, 45, 12, exponents=(1.0, 2.0), classes=4, block=16)
+    case = dataclasses.replace(case, candidate_labels=case.candidate_labels.clamp(min=0))
+    ours, grads = dual_stats_and_grads(case, torch.float64, "triton", need_anchors=False)
+    ref, ref_grads = dual_stats_and_grads(case, torch.float64, "reference", need_anchors=False)
+    for x, y in zip(ours + grads, ref + ref_grads, strict=True):
+        assert_close(x, y, 1e-11)
+
+
+def test_dual_backward_makes_one_row_and_one_column_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    launches = count_kernel_launches(monkeypatch)
+    case = problem(20, 20, 8, exponents=(1.0,), classes=20)
+    dual_stats_and_grads(
+        dataclasses.replace(case, candidate_labels=case.anchor_labels), torch.float64, "triton"
+    )
+    assert launches == {
+        "row_stats_forward_kernel": 2,
+        "row_stats_backward_rows_kernel": 1,
+        "row_stats_backward_columns_kernel": 1,
+    }
+
+
+def test_dual_gradients_pass_gradcheck_in_float64() -> None:
+    case = problem(6, 7, 3, exponents=(1.0, 2.0), classes=2, temperature=0.7)
+    labels_a, labels_c = case.anchor_labels.to(DEVICE), case.candidate_labels.clamp(min=0).to(DEVICE)
+
+    def scalar(a: Tensor, c: Tensor, t: Tensor) -> Tensor:
+        out = DualTritonRowStats.apply(a, c, labels_a, labels_c, t, case.exponents, 16)
+        return weighted_sum(out[:3], 1) + weighted_sum(out[3:], 2)
+
+    leaves = (
+        case.anchors.to(DEVICE).requires_grad_(),
+        case.candidates.to(DEVICE).requires_grad_(),
+        torch.tensor(1.3, dtype=torch.float64, device=DEVICE, requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(scalar, leaves)

@@ -128,7 +128,9 @@ def test_compiled_kernels_keep_memory_linear_in_the_batch() -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("tiles", ["columns=atomic", "columns=atomic,block_m=128,num_warps=8"])
+@pytest.mark.parametrize(
+    "tiles", ["columns=atomic", "columns=atomic,block_m=128,num_warps=8,backward_warps=4"]
+)
 def test_compiled_atomic_columns_equal_the_reference(
     tiles: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:

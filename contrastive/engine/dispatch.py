@@ -12,6 +12,7 @@ from contrastive.engine.chunked import ChunkedRowStats, SymmetricChunkedRowStats
 from contrastive.engine.reference import compute_dtype, reference_row_stats
 from contrastive.engine.stats import RowStats, label_counts
 from contrastive.engine.triton import (
+    DualTritonRowStats,
     SymmetricTritonRowStats,
     TritonRowStats,
     auto_prefers_triton,
@@ -92,6 +93,14 @@ def _check_inputs(
         raise ValueError(f"exponents must be a non-empty sequence of finite floats, got {tuple(exponents)!r}")
 
 
+def _inverse_temperature(temperature: float | Tensor, anchors: Tensor) -> Tensor:
+    """Return 1/τ as a 0-d tensor in the accumulation dtype of ``anchors`` (differentiable if τ is)."""
+    dtype = compute_dtype(anchors.dtype)
+    if isinstance(temperature, Tensor):
+        return 1.0 / temperature.reshape(()).to(dtype)
+    return torch.tensor(1.0 / temperature, dtype=dtype, device=anchors.device)
+
+
 def row_stats(
     anchors: Tensor,
     candidates: Tensor,
@@ -130,12 +139,7 @@ def row_stats(
             anchors, candidates, anchor_labels, candidate_labels, anchor_index, temperature, exponents
         )
     block = resolve_block_size(block_size, anchors.shape[0], candidates.shape[0])
-    dtype = compute_dtype(anchors.dtype)
-    inv_tau = (
-        1.0 / temperature.reshape(()).to(dtype)
-        if isinstance(temperature, Tensor)
-        else torch.tensor(1.0 / temperature, dtype=dtype, device=anchors.device)
-    )
+    inv_tau = _inverse_temperature(temperature, anchors)
     symmetric = (
         symmetric_input
         and (candidate_labels is anchor_labels or torch.equal(candidate_labels, anchor_labels))
@@ -152,3 +156,43 @@ def row_stats(
         )
     pos_count, neg_count = label_counts(anchor_labels, candidate_labels, anchor_index)
     return RowStats(lse, pos_lse, pos_sum, pos_count, neg_count, exponents)
+
+
+def dual_row_stats(
+    anchors: Tensor,
+    candidates: Tensor,
+    anchor_labels: Tensor,
+    candidate_labels: Tensor | None = None,
+    temperature: float | Tensor = 1.0,
+    exponents: Sequence[float] = (1.0,),
+    backend: str = "auto",
+    block_size: int | None = None,
+) -> tuple[RowStats, RowStats]:
+    """Return the :class:`RowStats` of anchors against candidates and of candidates against anchors.
+
+    Both directions of one similarity matrix with no self column on either side, as CLIP's
+    image-to-text and text-to-image terms: equal to two :func:`row_stats` calls (the second
+    with the roles swapped). The Triton backend shares one backward between the directions
+    (two passes over the tiles instead of four); the others make the two calls.
+    """
+    if candidate_labels is None:
+        candidate_labels = anchor_labels
+    exponents = tuple(float(g) for g in exponents)
+    no_self = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
+    _check_inputs(anchors, candidates, anchor_labels, candidate_labels, no_self, exponents)
+    check_temperature(temperature)
+    if resolve_backend(backend, anchors.device, anchors.dtype) != "triton":
+        return (
+            row_stats(anchors, candidates, anchor_labels, candidate_labels, no_self, temperature, exponents,
+                      backend, block_size),
+            row_stats(candidates, anchors, candidate_labels, anchor_labels, None, temperature, exponents,
+                      backend, block_size),
+        )
+    inv_tau = _inverse_temperature(temperature, anchors)
+    out = DualTritonRowStats.apply(
+        anchors, candidates, anchor_labels, candidate_labels, inv_tau, exponents, block_size
+    )
+    counts = label_counts(anchor_labels, candidate_labels, no_self)
+    col_counts = label_counts(candidate_labels, anchor_labels,
+                              torch.full((candidates.shape[0],), -1, dtype=torch.long, device=anchors.device))
+    return RowStats(*out[:3], *counts, exponents), RowStats(*out[3:], *col_counts, exponents)

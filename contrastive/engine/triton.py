@@ -119,6 +119,46 @@ class TritonRowStats(torch.autograd.Function):
         return grad_a, grad_c, None, None, None, grad_t, None, None
 
 
+class DualTritonRowStats(torch.autograd.Function):
+    """Statistics of ``a`` against ``c`` and of ``c`` against ``a`` (CLIP's two directions), one backward.
+
+    Neither side has a self column. Returns ``(neg_lse, pos_lse, pos_sum)`` of the rows, then
+    of the columns. The forward makes one pass per direction; the backward forms dS from both
+    directions' coefficients at once, so it recomputes the tiles twice (row and column pass)
+    instead of four times for two separate :class:`TritonRowStats`.
+    """
+
+    @staticmethod
+    def forward(ctx, anchors, candidates, anchor_labels, candidate_labels,  # type: ignore[override]
+                inv_tau, exponents, block):
+        """Compute both directions' statistics with the forward kernel, one launch per direction."""
+        no_self = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
+        a, c, a_labels, c_labels, a_self, inv = _prepare(anchors, candidates, anchor_labels, candidate_labels,
+                                                         no_self, inv_tau)
+        c_self = torch.full((c.shape[0],), -1, dtype=torch.long, device=c.device)
+        config = tile_config(anchors.dtype, anchors.shape[1], anchors.device, block)
+        rows = forward_stats(a, c, a_labels, c_labels, a_self, inv, exponents, config)
+        cols = forward_stats(c, a, c_labels, a_labels, c_self, inv, exponents, config)
+        ctx.save_for_backward(a, c, a_labels, c_labels, a_self, inv_tau, rows[0], rows[1], cols[0], cols[1])
+        ctx.exponents, ctx.config = tuple(float(g) for g in exponents), config
+        return (*rows, *cols)
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[override]
+        """One row and one column pass with both directions' coefficients; gradients of a, c and 1/τ."""
+        a, c, a_labels, c_labels, a_self, inv_tau, lse, pos_lse, col_lse, col_pos_lse = ctx.saved_tensors
+        need_a, need_c, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[4]
+        inv = inv_tau.detach().reshape(1).to(lse.dtype)
+        da, dc = backward_products(a, c, a_labels, c_labels, a_self, inv, ctx.exponents, grads[:3], lse,
+                                   pos_lse, ctx.config, rows=need_a or need_t, columns=need_c,
+                                   dual=(grads[3:], col_lse, col_pos_lse))
+        # d(1/τ) = Σ_ij dS_ij <a_i, c_j> with dS holding both directions' terms
+        grad_t = torch.vdot(a.to(lse.dtype).reshape(-1), da.reshape(-1)).to(inv_tau.dtype) if need_t else None
+        grad_a = (da * inv).to(a.dtype) if need_a else None
+        grad_c = (dc * inv).to(c.dtype) if need_c else None
+        return grad_a, grad_c, None, None, grad_t, None, None
+
+
 class SymmetricTritonRowStats(torch.autograd.Function):
     """Row statistics of ``z`` against itself, self excluded (``SymmetricChunkedRowStats``' contract)."""
 
@@ -149,5 +189,6 @@ class SymmetricTritonRowStats(torch.autograd.Function):
         return grad_z, None, grad_t, None, None
 
 
-__all__ = ["AUTO_DTYPES", "SUPPORTED_DTYPES", "SymmetricTritonRowStats", "TileConfig", "TritonRowStats",
-           "auto_prefers_triton", "can_launch", "interpreter_enabled", "tile_config", "triton_available"]
+__all__ = ["AUTO_DTYPES", "SUPPORTED_DTYPES", "DualTritonRowStats", "SymmetricTritonRowStats", "TileConfig",
+           "TritonRowStats", "auto_prefers_triton", "can_launch", "interpreter_enabled", "tile_config",
+           "triton_available"]

@@ -120,12 +120,12 @@ def _environ(name: str, value: str) -> Iterator[None]:
 def engine_launches(
     dtype: torch.dtype, dim: int, exponents: tuple[float, ...], tiles: str = ""
 ) -> list[Launch]:
-    """Record the launches of a general and a symmetric forward and backward on ``dtype`` x ``dim`` inputs.
+    """Record the launches of general, symmetric and dual statistics (forward, backward) on ``dtype`` inputs.
 
     ``tiles`` overrides the automatic tile configuration, as the variable
     :data:`~contrastive.engine.triton_launch.TILES_ENV` does.
     """
-    from contrastive.engine.triton import SymmetricTritonRowStats, TritonRowStats
+    from contrastive.engine.triton import DualTritonRowStats, SymmetricTritonRowStats, TritonRowStats
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(70, dim, generator=g).to(dtype).requires_grad_()
@@ -137,6 +137,7 @@ def engine_launches(
         for out in (
             TritonRowStats.apply(a, c, labels_a, labels_c, index, inv_tau, exponents, None),
             SymmetricTritonRowStats.apply(a, labels_a, inv_tau, exponents, None),
+            DualTritonRowStats.apply(a, c, labels_a, labels_c, inv_tau, exponents, None),
         ):
             sum(x.nan_to_num(0.0, 0.0, 0.0).sum() for x in out).backward()
     return launches

@@ -205,27 +205,29 @@ def _dsim(t, negative, positive, g0, g1, g2, g3,
 
 @triton.jit
 def row_stats_backward_rows_kernel(
-    a_ptr, c_ptr, a_label_ptr, c_label_ptr, a_self_ptr, inv_tau_ptr, coef_ptr, out_ptr, dc_ptr,
+    a_ptr, c_ptr, a_label_ptr, c_label_ptr, a_self_ptr, inv_tau_ptr, coef_ptr, col_coef_ptr, out_ptr, dc_ptr,
     g0, g1, g2, g3,
     M, N, D, stride_a, stride_c, stride_coef, stride_out, stride_dc,
-    NUM_EXP: tl.constexpr, SYMMETRIC: tl.constexpr, ATOMIC_COLUMNS: tl.constexpr,
+    NUM_EXP: tl.constexpr, COLUMN_COEFS: tl.constexpr, ATOMIC_COLUMNS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     ACC: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
 ):
     r"""Row-parallel backward: ``out[I, F] = Σ_j dS_{Ij} c_{jF}`` for a block of anchors I and features F.
 
     Recomputes each tile of ``s`` and forms ``dS`` with :func:`_dsim` from the anchors'
-    coefficients. With ``SYMMETRIC`` (``c is a``, self = own index) the tile's transpose
-    is added too, :math:`dS_{ij} + dS_{ji}` using the columns' coefficients on the same
-    (symmetric) ``s_ij``, so that ``out = (dS + dSᵀ)·Z`` is the whole gradient in one pass.
+    coefficients. With ``COLUMN_COEFS`` the candidates are anchors too, with their own
+    coefficients in ``col_coef_ptr``, and :math:`dS_{ij}` gains the column direction's
+    term from candidate j's coefficients on the same ``s_ij``. This needs masks symmetric
+    in (i, j): the symmetric case (``c is a``, self = own index, ``col_coef_ptr = coef_ptr``,
+    so ``out = (dS + dSᵀ)·Z`` is the whole gradient in one pass) and the dual case of
+    :func:`~contrastive.engine.triton_launch.backward_products` (no self anywhere).
 
-    With ``ATOMIC_COLUMNS`` (general case only, not with ``SYMMETRIC``) the same pass also
+    With ``ATOMIC_COLUMNS`` (not in the symmetric case, whose ``out`` is already whole) the same pass also
     adds ``dS_{IJ}ᵀ · a_{IF}`` of every tile into ``dc[J, F]`` with ``tl.atomic_add``, so
     that ``dc = dSᵀ·A`` needs no column-parallel pass. ``dc`` is an ACC buffer that the
     caller zeroes (or that holds earlier exponent groups' sums); the order in which the
     anchor blocks add into it is not deterministic. Off, ``dc_ptr``/``stride_dc`` are unused.
     """
-    tl.static_assert(not (SYMMETRIC and ATOMIC_COLUMNS), "ATOMIC_COLUMNS needs SYMMETRIC off")
     pid_m = tl.program_id(0)
     pid_f = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -252,9 +254,9 @@ def row_stats_backward_rows_kernel(
         ds = _dsim(t, negative, positive, g0, g1, g2, g3,
                    c0[:, None], s0[:, None], c1[:, None], s1[:, None], c2[:, None], s2[:, None],
                    c3[:, None], s3[:, None], h[:, None], rho[:, None], k[:, None], NUM_EXP)
-        if SYMMETRIC:
+        if COLUMN_COEFS:
             d0, t0, d1, t1, d2, t2, d3, t3, hc, rc, kc = _load_coefficients(
-                coef_ptr, cols, col_ok, stride_coef, NUM_EXP, ACC)
+                col_coef_ptr, cols, col_ok, stride_coef, NUM_EXP, ACC)
             ds += _dsim(t, negative, positive, g0, g1, g2, g3,
                         d0[None, :], t0[None, :], d1[None, :], t1[None, :], d2[None, :], t2[None, :],
                         d3[None, :], t3[None, :], hc[None, :], rc[None, :], kc[None, :], NUM_EXP)
@@ -272,10 +274,10 @@ def row_stats_backward_rows_kernel(
 
 @triton.jit
 def row_stats_backward_columns_kernel(
-    a_ptr, c_ptr, a_label_ptr, c_label_ptr, a_self_ptr, inv_tau_ptr, coef_ptr, out_ptr,
+    a_ptr, c_ptr, a_label_ptr, c_label_ptr, a_self_ptr, inv_tau_ptr, coef_ptr, col_coef_ptr, out_ptr,
     g0, g1, g2, g3,
     M, N, D, stride_a, stride_c, stride_coef, stride_out,
-    NUM_EXP: tl.constexpr,
+    NUM_EXP: tl.constexpr, COLUMN_COEFS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     ACC: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -283,6 +285,8 @@ def row_stats_backward_columns_kernel(
 
     Works on the transposed tile :math:`s^\top = c\,a^\top/\tau` (candidates along rows), so
     the anchors' coefficients broadcast along the tile's columns; no atomics, deterministic.
+    With ``COLUMN_COEFS`` (the dual case: masks symmetric, no self) the candidates' own
+    coefficients from ``col_coef_ptr`` add their direction's term, as in the row pass.
     """
     pid_n = tl.program_id(0)
     pid_f = tl.program_id(1)
@@ -292,6 +296,9 @@ def row_stats_backward_columns_kernel(
     feat_ok = feats < D
     col_labels = tl.load(c_label_ptr + cols, mask=col_ok, other=0)
     to_log2 = tl.load(inv_tau_ptr).to(ACC) * LOG2E
+    if COLUMN_COEFS:  # the program's own candidates: one load, broadcast along the tile's rows
+        d0, t0, d1, t1, d2, t2, d3, t3, hc, rc, kc = _load_coefficients(
+            col_coef_ptr, cols, col_ok, stride_coef, NUM_EXP, ACC)
     acc = tl.zeros((BLOCK_N, BLOCK_DV), dtype=ACC)
     for m0 in range(0, M, BLOCK_M):
         rows = m0 + tl.arange(0, BLOCK_M)
@@ -310,6 +317,10 @@ def row_stats_backward_columns_kernel(
         ds_t = _dsim(t, negative, positive, g0, g1, g2, g3,
                      c0[None, :], s0[None, :], c1[None, :], s1[None, :], c2[None, :], s2[None, :],
                      c3[None, :], s3[None, :], h[None, :], rho[None, :], k[None, :], NUM_EXP)
+        if COLUMN_COEFS:
+            ds_t += _dsim(t, negative, positive, g0, g1, g2, g3,
+                          d0[:, None], t0[:, None], d1[:, None], t1[:, None], d2[:, None], t2[:, None],
+                          d3[:, None], t3[:, None], hc[:, None], rc[:, None], kc[:, None], NUM_EXP)
         values = tl.load(a_ptr + rows.to(tl.int64)[:, None] * stride_a + feats[None, :],
                          mask=row_ok[:, None] & feat_ok[None, :], other=0.0)
         acc = tl.dot(ds_t.to(DOT), values.to(DOT), acc, input_precision=PRECISION, out_dtype=ACC)

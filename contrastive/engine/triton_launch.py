@@ -59,6 +59,7 @@ class TileConfig:
     num_warps: int
     num_stages: int
     columns: str = "pass"
+    backward_warps: int = 8
 
     def __post_init__(self) -> None:
         """Raise ValueError for edges that are not powers of two of at least 16, or an unknown mode."""
@@ -66,18 +67,20 @@ class TileConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 16 or value & (value - 1):
                 raise ValueError(f"TileConfig.{name} must be a power of two >= 16, got {value!r}")
-        if self.num_warps not in (1, 2, 4, 8, 16) or not 1 <= self.num_stages <= 8:
-            raise ValueError(f"TileConfig: num_warps in 1..16 (a power of two), num_stages in 1..8, "
-                             f"got {self.num_warps} and {self.num_stages}")
+        warps = (self.num_warps, self.backward_warps)
+        if any(w not in (1, 2, 4, 8, 16) for w in warps) or not 1 <= self.num_stages <= 8:
+            raise ValueError(f"TileConfig: num_warps and backward_warps in 1..16 (powers of two), num_stages "
+                             f"in 1..8, got {warps} and {self.num_stages}")
         if self.columns not in COLUMN_MODES:
             raise ValueError(f"TileConfig.columns must be one of {COLUMN_MODES}, got {self.columns!r}")
 
-    def launch_options(self) -> dict[str, object]:
-        """Return the launch keywords: warps, pipeline stages and FMA contraction.
+    def launch_options(self, backward: bool = False) -> dict[str, object]:
+        """Return the launch keywords of the forward (or ``backward``) kernels: warps, stages, contraction.
 
         Contraction is passed explicitly so that Triton 3.9 does not warn about its changing default.
         """
-        return {"num_warps": self.num_warps, "num_stages": self.num_stages, "enable_fp_fusion": True}
+        warps = self.backward_warps if backward else self.num_warps
+        return {"num_warps": warps, "num_stages": self.num_stages, "enable_fp_fusion": True}
 
 
 def _pow2_between(value: int, low: int, high: int) -> int:
@@ -111,13 +114,18 @@ def tile_config(dtype: torch.dtype, dim: int, device: torch.device, block: int |
     ``block`` (the engine's ``block_size``) sets the anchor and candidate tile edges, rounded
     up to a power of two in [16, 128]; None picks 64. Features are read in chunks of 64 (32 for
     4-byte and wider inputs); a backward program writes 128 features (64 for 4-byte and wider).
+    Warps follow the sm_90 resource tables (``benchmarks/results/triton_static*.md``): the
+    backward runs 8 (with 4 every bf16 backward kernel spilled registers at these tiles, with
+    8 none did), the forward 4 for 2-byte inputs at 64-wide tiles (spill-free) and 8 for
+    4-byte inputs (which spilled with 4) or 128-wide tiles.
     Fields named in the environment variable :data:`TILES_ENV` replace the automatic ones.
     """
     wide = dtype.itemsize >= 4
     edge = _pow2_between(block, 16, 128) if block is not None else 64
     block_d = _pow2_between(dim, 16, 32 if wide else 64)
     block_dv = _pow2_between(dim, 16, 64 if wide else 128)
-    auto = TileConfig(edge, edge, block_d, block_dv, num_warps=4 if edge <= 64 else 8, num_stages=2)
+    auto = TileConfig(edge, edge, block_d, block_dv, num_warps=4 if edge <= 64 and not wide else 8,
+                      num_stages=2, backward_warps=8)
     overrides = tile_overrides()
     return dataclasses.replace(auto, **overrides) if overrides else auto
 
@@ -214,8 +222,15 @@ def coefficient_table(grads: Sequence[Tensor | None], neg_lse: Tensor, pos_lse: 
 def backward_products(a: Tensor, c: Tensor, a_labels: Tensor, c_labels: Tensor, a_self: Tensor,
                       inv_tau: Tensor, exponents: Sequence[float], grads: Sequence[Tensor | None],
                       neg_lse: Tensor, pos_lse: Tensor, config: TileConfig, rows: bool, columns: bool,
-                      symmetric: bool = False) -> tuple[Tensor | None, Tensor | None]:
+                      symmetric: bool = False,
+                      dual: tuple[Sequence[Tensor | None], Tensor, Tensor] | None = None,
+                      ) -> tuple[Tensor | None, Tensor | None]:
     """Return ``(dS·C, dSᵀ·A)`` in the accumulation dtype, each if asked (``(dS + dSᵀ)·Z`` if symmetric).
+
+    ``dual = (column grads, column neg_lse, column pos_lse)``: the candidates' own statistics
+    against the anchors (the transposed problem, no self anywhere, as CLIP's two directions)
+    were computed too, and dS holds both directions' terms, so one row pass and one column
+    pass give both gradients.
 
     ``dSᵀ·A`` comes from the column-parallel kernel (deterministic), or, with
     ``config.columns == "atomic"`` and both products asked, from atomic adds in the row
@@ -232,27 +247,29 @@ def backward_products(a: Tensor, c: Tensor, a_labels: Tensor, c_labels: Tensor, 
         return dA, dC
     common = {"BLOCK_M": config.block_m, "BLOCK_N": config.block_n, "BLOCK_D": config.block_d,
               "BLOCK_DV": config.block_dv, **_dtypes(a.dtype),
-              **config.launch_options()}
+              **config.launch_options(backward=True)}
     features = triton_cdiv(d, config.block_dv)
     # atomics add every exponent group straight into the zeroed dC (no temporary per group)
     atomic = config.columns == "atomic" and dA is not None and dC is not None and not symmetric
     for e0, group in _groups(exponents):
         table = coefficient_table(grads, neg_lse, pos_lse, group, e0, with_positives=e0 == 0)
+        col_table = table if dual is None else coefficient_table(*dual, group, e0, with_positives=e0 == 0)
         scalars = (*_padded(group), m, n, d, a.stride(0), c.stride(0), table.stride(0))
         if dA is not None:
             out = dA if e0 == 0 else torch.empty_like(dA)
             dc = dC if atomic else out  # unused unless atomic: any pointer of the right dtype
             kernels.row_stats_backward_rows_kernel[(triton_cdiv(m, config.block_m), features)](
-                a, c, a_labels, c_labels, a_self, inv_tau, table, out, dc, *scalars,
+                a, c, a_labels, c_labels, a_self, inv_tau, table, col_table, out, dc, *scalars,
                 out.stride(0), dc.stride(0),
-                NUM_EXP=len(group), SYMMETRIC=symmetric, ATOMIC_COLUMNS=atomic, **common)
+                NUM_EXP=len(group), COLUMN_COEFS=symmetric or dual is not None, ATOMIC_COLUMNS=atomic,
+                **common)
             if out is not dA:
                 dA += out
         if dC is not None and not atomic:
             out = dC if e0 == 0 else torch.empty_like(dC)
             kernels.row_stats_backward_columns_kernel[(triton_cdiv(n, config.block_n), features)](
-                a, c, a_labels, c_labels, a_self, inv_tau, table, out, *scalars, out.stride(0),
-                NUM_EXP=len(group), **common)
+                a, c, a_labels, c_labels, a_self, inv_tau, table, col_table, out, *scalars, out.stride(0),
+                NUM_EXP=len(group), COLUMN_COEFS=dual is not None, **common)
             if out is not dC:
                 dC += out
     return dA, dC

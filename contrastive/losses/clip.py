@@ -9,7 +9,7 @@ import torch
 
 from contrastive._validation import check_embeddings, check_labels, check_temperature
 from contrastive.distributed import all_gather_rows, batch_layout, check_gather, should_gather
-from contrastive.engine import row_stats
+from contrastive.engine import dual_row_stats, row_stats
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import anchor_losses, mean_over_valid, sample_labels
 from contrastive.samplers import resolve_sampler
@@ -52,6 +52,12 @@ def clip_loss(
     if normalize:
         image, text = torch.nn.functional.normalize(image, dim=1), torch.nn.functional.normalize(text, dim=1)
     temperature = 1.0 / logit_scale
+    if layout is None:  # both directions of one similarity matrix: the engine shares their backward
+        both = dual_row_stats(
+            image, text, anchor_labels, candidate_labels, temperature, sampler.exponents, backend, block_size
+        )
+        image_loss, text_loss = (mean_over_valid(*anchor_losses(s, sampler, temperature)) for s in both)
+        return (image_loss + text_loss) / 2
     losses = []
     for anchors, candidates in ((image, text), (text, image)):
         if layout is not None:  # the other modality of all ranks, with gradient
