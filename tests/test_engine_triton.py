@@ -655,3 +655,15 @@ def test_dual_gradients_pass_gradcheck_in_float64() -> None:
         torch.tensor(1.3, dtype=torch.float64, device=DEVICE, requires_grad=True),
     )
     assert torch.autograd.gradcheck(scalar, leaves)
+
+
+@pytest.mark.parametrize("backend", ["reference", "chunked", "triton"])
+def test_dual_statistics_of_one_tensor_on_both_sides_keep_every_pair(backend: str) -> None:
+    # no self column either way, whichever backend: row_stats' symmetric default must not kick in
+    z = torch.nn.functional.normalize(gaussian((12, 5), 3), dim=1).to(DEVICE)
+    y = (torch.arange(12) % 4).to(DEVICE)
+    rows, cols = dual_row_stats(z, z, y, y, 0.5, (1.0,), backend)
+    assert rows.pos_count.tolist() == cols.pos_count.tolist() == [3] * 12
+    expected = torch.logsumexp(torch.where(y[:, None] == y[None, :], z @ z.T / 0.5, -torch.inf), dim=1)
+    assert_close(rows.pos_lse, expected, 1e-12)
+    assert_close(cols.pos_lse, expected, 1e-12)

@@ -179,20 +179,21 @@ def dual_row_stats(
         candidate_labels = anchor_labels
     exponents = tuple(float(g) for g in exponents)
     no_self = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
+    no_self_back = torch.full((candidates.shape[0],), -1, dtype=torch.long, device=anchors.device)
     _check_inputs(anchors, candidates, anchor_labels, candidate_labels, no_self, exponents)
     check_temperature(temperature)
     if resolve_backend(backend, anchors.device, anchors.dtype) != "triton":
+        # explicit "no self" both ways, also when one tensor is passed as both sides
         return (
             row_stats(anchors, candidates, anchor_labels, candidate_labels, no_self, temperature, exponents,
                       backend, block_size),
-            row_stats(candidates, anchors, candidate_labels, anchor_labels, None, temperature, exponents,
-                      backend, block_size),
+            row_stats(candidates, anchors, candidate_labels, anchor_labels, no_self_back, temperature,
+                      exponents, backend, block_size),
         )
     inv_tau = _inverse_temperature(temperature, anchors)
     out = DualTritonRowStats.apply(
         anchors, candidates, anchor_labels, candidate_labels, inv_tau, exponents, block_size
     )
     counts = label_counts(anchor_labels, candidate_labels, no_self)
-    col_counts = label_counts(candidate_labels, anchor_labels,
-                              torch.full((candidates.shape[0],), -1, dtype=torch.long, device=anchors.device))
-    return RowStats(*out[:3], *counts, exponents), RowStats(*out[3:], *col_counts, exponents)
+    back_counts = label_counts(candidate_labels, anchor_labels, no_self_back)
+    return RowStats(*out[:3], *counts, exponents), RowStats(*out[3:], *back_counts, exponents)
