@@ -89,6 +89,21 @@ def _prepare(anchors: Tensor, candidates: Tensor, anchor_labels: Tensor, candida
             inv_tau.detach().reshape(1).to(device=anchors.device, dtype=dtype))
 
 
+def _input_gradients(
+    a: Tensor, c: Tensor, da: Tensor | None, dc: Tensor | None, inv: Tensor, tau_dtype: torch.dtype,
+    need_a: bool, need_c: bool, need_t: bool,
+) -> tuple[Tensor | None, ...]:
+    """Turn the products ``dS·C`` and ``dSᵀ·A`` into the gradients of a, c and 1/τ (None where unneeded).
+
+    ``d(1/τ) = Σ_ij dS_ij <a_i, c_j> = Σ_i <a_i, (dS·C)_i>``; the embeddings' gradients carry
+    the factor ``inv`` = 1/τ of ``s = a·cᵀ/τ`` and return in the inputs' dtypes.
+    """
+    grad_t = torch.vdot(a.to(inv.dtype).reshape(-1), da.reshape(-1)).to(tau_dtype) if need_t else None
+    grad_a = (da * inv).to(a.dtype) if need_a else None
+    grad_c = (dc * inv).to(c.dtype) if need_c else None
+    return grad_a, grad_c, grad_t
+
+
 class TritonRowStats(torch.autograd.Function):
     """Row statistics of ``anchors`` against ``candidates`` by the fused kernels (as ``ChunkedRowStats``)."""
 
@@ -112,10 +127,7 @@ class TritonRowStats(torch.autograd.Function):
         inv = inv_tau.detach().reshape(1).to(lse.dtype)
         da, dc = backward_products(a, c, a_labels, c_labels, a_self, inv, ctx.exponents, grads, lse, pos_lse,
                                    ctx.config, rows=need_a or need_t, columns=need_c)
-        # d(1/τ) = Σ_ij dS_ij <a_i, c_j> = Σ_i <a_i, (dS·C)_i>
-        grad_t = torch.vdot(a.to(lse.dtype).reshape(-1), da.reshape(-1)).to(inv_tau.dtype) if need_t else None
-        grad_a = (da * inv).to(a.dtype) if need_a else None
-        grad_c = (dc * inv).to(c.dtype) if need_c else None
+        grad_a, grad_c, grad_t = _input_gradients(a, c, da, dc, inv, inv_tau.dtype, need_a, need_c, need_t)
         return grad_a, grad_c, None, None, None, grad_t, None, None
 
 
@@ -152,10 +164,8 @@ class DualTritonRowStats(torch.autograd.Function):
         da, dc = backward_products(a, c, a_labels, c_labels, a_self, inv, ctx.exponents, grads[:3], lse,
                                    pos_lse, ctx.config, rows=need_a or need_t, columns=need_c,
                                    dual=(grads[3:], col_lse, col_pos_lse))
-        # d(1/τ) = Σ_ij dS_ij <a_i, c_j> with dS holding both directions' terms
-        grad_t = torch.vdot(a.to(lse.dtype).reshape(-1), da.reshape(-1)).to(inv_tau.dtype) if need_t else None
-        grad_a = (da * inv).to(a.dtype) if need_a else None
-        grad_c = (dc * inv).to(c.dtype) if need_c else None
+        # dS holds both directions' terms, so d(1/τ) comes out of dS·C as in the general case
+        grad_a, grad_c, grad_t = _input_gradients(a, c, da, dc, inv, inv_tau.dtype, need_a, need_c, need_t)
         return grad_a, grad_c, None, None, grad_t, None, None
 
 
