@@ -38,10 +38,10 @@ BACKENDS = ("auto", "reference", "chunked", "triton")
 DEFAULT_BLOCK = 512
 #: Problems whose tiles hold at most this many elements (all statistics together) are computed
 #: as one tile kept for backward: no recomputation, the cost of a materialised loss.
-KEEP_ELEMENTS = 2**22
+KEEP_ELEMENTS = 2**18
 #: Joint statistics of matrices with at most this many entries are formed as one matrix
 #: (:mod:`contrastive.engine.dense`); above, the tiles' memory stays O(N).
-DENSE_ELEMENTS = 2**22
+DENSE_ELEMENTS = 2**18
 
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | None = None) -> str:

@@ -111,11 +111,12 @@ class LabelStructure:
         c = anchors if candidates is None else candidates
         if c.shape[0] == 0:
             return anchors.new_zeros(anchors.shape[0])
-        total = (anchors * self._per_label(c)[self.a_ids]).sum(dim=1)
+        # index_select, not [...]: its backward is an index_add, not a (slow) accumulating index_put
+        total = (anchors * self._per_label(c).index_select(0, self.a_ids)).sum(dim=1)
         if self.symmetric:
             total = total - (anchors * anchors).sum(dim=1)
         elif self.self_positive is not None:
-            own = (anchors * c[anchor_index.clamp(min=0)]).sum(dim=1)
+            own = (anchors * c.index_select(0, anchor_index.clamp(min=0))).sum(dim=1)
             total = total - torch.where(self.self_positive, own, torch.zeros_like(own))
         return total * inv_tau
 
