@@ -367,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.sizes, args.memory_sizes, args.large_sizes = [16, 64], [], []
     start_load = os.getloadavg()[0]
+    info = machine(args.threads)  # the commit whose code this process imported
     rates = machine_rates(args.threads)
     timing = []
     for family in args.families:
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             cell = memory_cell("nt_xent", "ours", size, args.threads, args.timeout)
             memory.append(cell)
             print(json.dumps(cell), flush=True)
-    report = {"machine": machine(args.threads), "rates": rates, "load_average": [start_load, os.getloadavg()[0]],
+    report = {"machine": info, "rates": rates, "load_average": [start_load, os.getloadavg()[0]],
               "timing": timing, "memory": memory}
     Path(args.output + ".json").write_text(json.dumps(report, indent=2) + "\n")
     Path(args.output + ".md").write_text(markdown(report))
