@@ -76,7 +76,9 @@ def test_contrastive_plugins_lists_a_plugin_that_calls_sys_exit(
     row = next(r for r in table.stdout.splitlines() if r.startswith("ctk-exit"))
     assert row.endswith("failed: SystemExit: the plugin called sys.exit(3)")
     assert "contrastive.losses.nt_xent" in table.stdout
-    checked = subprocess.run([*run, "--json", "--check"], env=env, capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [*run, "--json", "--check"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert checked.returncode == 1, checked.stderr
     assert {r["name"]: r["status"] for r in json.loads(checked.stdout)}["ctk-exit"] == "failed"
 
@@ -230,7 +232,8 @@ def test_empty_allow_list_warns_and_says_how_to_load_none_or_all(
 ) -> None:
     factory.loss_plugin("ctk-demo", "demo_loss")
     monkeypatch.setenv("CONTRASTIVE_PLUGINS", value)
-    with pytest.warns(contrastive.PluginLoadWarning, match="CONTRASTIVE_PLUGINS is set but names no plugin") as w:
+    expected = "CONTRASTIVE_PLUGINS is set but names no plugin"
+    with pytest.warns(contrastive.PluginLoadWarning, match=expected) as w:
         names = contrastive.list_losses()
     assert "demo_loss" not in names and "nt_xent" in names
     text = str(w[0].message)
