@@ -47,14 +47,17 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     from contrastive.registry import get_registry
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", PluginLoadWarning)  # other warnings keep their filters
         infos = get_registry().report()  # in strict mode too: every plugin, failures included
-    for warning in caught:
-        # a plugin's own failure is a row of the table; everything else goes to stderr
-        if not issubclass(warning.category, PluginLoadWarning) or issubclass(
-            warning.category, PluginConfigWarning
-        ):
-            print(f"warning: {warning.message}", file=sys.stderr)
+    # a plugin's own failure is a row of the table; configuration problems and others go to stderr
+    # (once each: in strict mode the report loads twice)
+    notes = dict.fromkeys(
+        str(w.message)
+        for w in caught
+        if not issubclass(w.category, PluginLoadWarning) or issubclass(w.category, PluginConfigWarning)
+    )
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps([info.as_dict() for info in infos], indent=2))
     elif not infos:
