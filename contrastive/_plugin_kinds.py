@@ -8,8 +8,6 @@ from typing import Any
 
 import torch
 
-from contrastive.samplers.base import Sampler
-
 _PLURAL = {"loss": "losses", "sampler": "samplers", "augmentation": "augmentations"}
 
 #: kind -> (what an object of that kind is not when it fails the check, what a factory must return)
@@ -39,6 +37,8 @@ def checked(kind: str, made: Any, origin: str) -> Any:
     if kind == "loss":
         ok = isinstance(made, torch.nn.Module)
     elif kind == "sampler":
+        from contrastive.samplers.base import Sampler  # here: contrastive.samplers imports the registry
+
         ok = isinstance(made, Sampler)
     else:
         ok = callable(made)

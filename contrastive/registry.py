@@ -25,7 +25,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 import torch
@@ -44,7 +44,9 @@ from contrastive.errors import (
     PluginLoadWarning,
     UnknownPluginError,
 )
-from contrastive.samplers.base import Sampler
+
+if TYPE_CHECKING:  # contrastive.samplers imports this module
+    from contrastive.samplers.base import Sampler
 
 #: Modules whose hook implementations register the built-in plugins.
 DEFAULT_PLUGINS: tuple[str, ...] = (
