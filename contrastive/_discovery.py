@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from contrastive._version import __version__
-from contrastive.errors import PluginLoadWarning
+from contrastive.errors import PluginConfigWarning
 
 ENTRY_POINT_GROUP = "contrastive"
 
@@ -45,14 +45,25 @@ def env_flag(name: str) -> bool:
 
 
 def _allow_list() -> set[str] | None:
+    """The normalised names in ``CONTRASTIVE_PLUGINS``, or ``None`` when it is not set."""
     raw = os.environ.get("CONTRASTIVE_PLUGINS")
     if raw is None:
         return None
-    return {_normalize(item) for item in raw.split(",") if item.strip()}
+    allowed = {_normalize(item) for item in raw.split(",") if item.strip()}
+    if not allowed:  # most often `export CONTRASTIVE_PLUGINS=` by accident, which loads no plugin at all
+        warnings.warn(
+            f"CONTRASTIVE_PLUGINS is set but names no plugin ({raw!r}), so no third-party plugin is "
+            "loaded; to load none on purpose, set CONTRASTIVE_DISABLE_PLUGIN_AUTOLOAD=1 instead; "
+            "to load all of them, unset CONTRASTIVE_PLUGINS",
+            PluginConfigWarning,
+            stacklevel=6,
+        )
+    return allowed
 
 
 def _normalize(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(".", "-")
+
 
 def find_plugins(default_plugins: Iterable[str]) -> list[Candidate]:
     """The plugins to load, in order: built-in modules, then entry points sorted by name."""
@@ -91,7 +102,7 @@ def find_plugins(default_plugins: Iterable[str]) -> list[Candidate]:
         warnings.warn(
             f"CONTRASTIVE_PLUGINS names {missing!r}, but no installed plugin in the "
             f"{ENTRY_POINT_GROUP!r} entry-point group has that name",
-            PluginLoadWarning,
+            PluginConfigWarning,
             stacklevel=5,
         )
     return found

@@ -42,19 +42,37 @@ def _plugins_table(infos: Sequence[PluginInfo]) -> str:
 def _cmd_plugins(args: argparse.Namespace) -> int:
     import warnings
 
-    from contrastive.registry import PluginLoadWarning, plugins
+    from contrastive._discovery import env_flag
+    from contrastive.errors import PluginConfigWarning, PluginLoadWarning
+    from contrastive.registry import get_registry
 
-    with warnings.catch_warnings():
-        # failures are shown in the table itself; keep stderr for real problems
-        warnings.simplefilter("ignore", PluginLoadWarning)
-        infos = plugins()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PluginLoadWarning)  # other warnings keep their filters
+        infos = get_registry().report()  # in strict mode too: every plugin, failures included
+    # a plugin's own failure is a row of the table; configuration problems and others go to stderr
+    # (once each: in strict mode the report loads twice)
+    notes = dict.fromkeys(
+        str(w.message)
+        for w in caught
+        if not issubclass(w.category, PluginLoadWarning) or issubclass(w.category, PluginConfigWarning)
+    )
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps([info.as_dict() for info in infos], indent=2))
     elif not infos:
         print("no plugins are installed")
     else:
         print(_plugins_table(infos))
-    return 1 if args.check and any(not info.ok for info in infos) else 0
+    failed = [info.name for info in infos if not info.ok]
+    strict = env_flag("CONTRASTIVE_STRICT_PLUGINS")
+    if failed and strict:
+        print(
+            f"error: {len(failed)} plugin(s) failed to load: {', '.join(failed)} "
+            "(CONTRASTIVE_STRICT_PLUGINS is set)",
+            file=sys.stderr,
+        )
+    return 1 if failed and (args.check or strict) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("plugins", help="list installed plugins and what they registered")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--check", action="store_true", help="exit with status 1 if any plugin failed")
+    p.add_argument(
+        "--check", action="store_true",
+        help="exit with status 1 if any plugin failed (always so under CONTRASTIVE_STRICT_PLUGINS=1)",
+    )
     p.set_defaults(func=_cmd_plugins)
     # the trainer parses its own options in the handler, so that only `contrastive train` imports it
     t = sub.add_parser("train", help="train a representation (default: SimCLR on scikit-learn's digits)",

@@ -15,5 +15,12 @@ class PluginLoadWarning(UserWarning):
     """Warned when a plugin fails to load and is skipped."""
 
 
+class PluginConfigWarning(PluginLoadWarning):
+    """Warned when the plugin environment variables select something odd (an empty or unmatched allow-list).
+
+    ``contrastive plugins`` shows these on stderr; the failures of single plugins it shows in its table.
+    """
+
+
 class UnknownPluginError(LookupError, ValueError):
     """No plugin of that kind is registered under the requested name."""

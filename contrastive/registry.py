@@ -12,19 +12,23 @@ Environment variables:
     load only these third-party plugins (entry-point or distribution names).
 ``CONTRASTIVE_STRICT_PLUGINS=1``
     a plugin that fails to load raises :class:`PluginError` instead of warning.
+
+Loading is all or nothing per plugin and per attempt: a plugin that raises anything while it
+is imported or registered (``sys.exit()`` included) is skipped and reported, and a
+:exc:`KeyboardInterrupt` during loading leaves the registry as if loading had not started.
 """
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import threading
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+import torch
 
 from contrastive import hookspecs
 from contrastive._discovery import (
@@ -33,12 +37,16 @@ from contrastive._discovery import (
     env_flag,
     find_plugins,
 )
+from contrastive._plugin_kinds import checked, describe_failure, qualified_name, unknown_message
 from contrastive.errors import (
     PluginCollisionError,
     PluginError,
     PluginLoadWarning,
     UnknownPluginError,
 )
+
+if TYPE_CHECKING:  # contrastive.samplers imports this module
+    from contrastive.samplers.base import Sampler
 
 #: Modules whose hook implementations register the built-in plugins.
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -59,9 +67,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "contrastive.augment.pipelines",
     "contrastive.augment.masking",
 )
-
-_PLURAL = {"loss": "losses", "sampler": "samplers", "augmentation": "augmentations"}
-
 
 @dataclass(frozen=True)
 class PluginInfo:
@@ -120,14 +125,19 @@ class Registry:
         return self._loaded
 
     # -- loading -----------------------------------------------------------
-    def ensure_loaded(self) -> None:
-        """Load every plugin once; later calls do nothing."""
+    def ensure_loaded(self, *, strict: bool | None = None) -> None:
+        """Load every plugin once; later calls do nothing.
+
+        ``strict`` (default: ``CONTRASTIVE_STRICT_PLUGINS``) raises :class:`PluginError` on the
+        first plugin that fails. Whatever interrupts loading (that error, or a
+        :exc:`KeyboardInterrupt`) leaves the registry as if loading had never started.
+        """
         if self._loaded:
             return
         with self._lock:
             if self._loaded:
                 return
-            strict = env_flag("CONTRASTIVE_STRICT_PLUGINS")
+            strict = env_flag("CONTRASTIVE_STRICT_PLUGINS") if strict is None else strict
             try:
                 for candidate in find_plugins(self._default_plugins):
                     error = self._load_one(candidate)
@@ -135,8 +145,9 @@ class Registry:
                         self._fail(candidate, error, strict)
                     else:
                         self._infos.append(self._info(candidate, None))
-            except PluginError:
-                self._clear()  # strict mode: every use raises until the plugin is fixed
+            except BaseException:
+                # strict mode (every use raises until the plugin is fixed) or Ctrl-C: nothing half loaded
+                self._clear()
                 raise
             self._loaded = True
 
@@ -147,29 +158,31 @@ class Registry:
         self._infos = []
 
     def _load_one(self, candidate: Candidate) -> BaseException | None:
-        """Import and register one plugin; all or nothing. Returns the error, if any."""
+        """Import and register one plugin; all or nothing. Returns the error, if any.
+
+        Anything a plugin raises counts as its failure, ``SystemExit`` included, except
+        :exc:`KeyboardInterrupt`, which propagates (the caller then unloads everything).
+        """
+        plugin: object = None
+        staged: dict[str, dict[str, _Entry]] = {k: {} for k in KINDS}
         try:
             plugin = candidate.load()
             if self.manager.is_registered(plugin) or self.manager.has_plugin(candidate.name):
+                plugin = None  # registered under another name: not ours to unregister
                 raise PluginError(f"plugin {candidate.name!r} is already registered")
             self.manager.register(plugin, name=candidate.name)
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the rest
-            return exc
-        try:
             self.manager.check_pending()  # a hook implementation with no matching spec
-        except Exception as exc:  # noqa: BLE001
-            self.manager.unregister(plugin)
-            return exc
-        staged: dict[str, dict[str, _Entry]] = {k: {} for k in KINDS}
-        try:
             for kind, hook_name in KINDS.items():
                 hook = getattr(self.manager.hook, hook_name)
                 for impl in hook.get_hookimpls():
                     if impl.plugin is plugin:
                         register = self._register_callback(candidate, kind, staged[kind])
                         impl.function(**({"register": register} if "register" in impl.argnames else {}))
-        except Exception as exc:  # noqa: BLE001
-            self.manager.unregister(plugin)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a broken plugin breaks neither the rest nor the host
+            if plugin is not None and self.manager.is_registered(plugin):
+                self.manager.unregister(plugin)
             return exc
         for kind, entries in staged.items():
             self._tables[kind].update(entries)
@@ -211,7 +224,7 @@ class Registry:
         )
 
     def _fail(self, candidate: Candidate, exc: BaseException, strict: bool) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+        message = describe_failure(exc)
         self._infos.append(self._info(candidate, message))
         if strict:
             error_type = type(exc) if isinstance(exc, PluginError) else PluginError
@@ -236,25 +249,37 @@ class Registry:
             names = [n for n in names if not any(fnmatch.fnmatch(n, p) for p in patterns)]
         return names
 
-    def factory(self, kind: str, name: str) -> Any:
-        """The registered factory of ``kind`` under ``name``; raises :class:`UnknownPluginError`."""
+    def _entry(self, kind: str, name: str) -> _Entry:
         self.ensure_loaded()
         entry = self._tables[kind].get(name)
         if entry is None:
-            raise UnknownPluginError(_unknown_message(kind, name, sorted(self._tables[kind])))
-        return entry.factory
+            raise UnknownPluginError(unknown_message(kind, name, sorted(self._tables[kind])))
+        return entry
+
+    def factory(self, kind: str, name: str) -> Callable[..., Any]:
+        """The registered factory of ``kind`` under ``name``; raises :class:`UnknownPluginError`."""
+        return self._entry(kind, name).factory
 
     def provider(self, kind: str, name: str) -> str:
         """The name of the plugin that registered ``name``."""
-        self.factory(kind, name)
-        return self._tables[kind][name].plugin
+        return self._entry(kind, name).plugin
 
     def get(self, kind: str, selection: Any, options: dict[str, Any]) -> Any:
-        """Resolve a name, a class or an instance to an instance of ``kind``."""
+        """Resolve a name, a class or an instance to an instance of ``kind``.
+
+        What a factory or class builds is checked to be of ``kind`` (a :class:`torch.nn.Module`
+        loss, a :class:`~contrastive.Sampler`, a callable augmentation), else :exc:`TypeError`
+        names the plugin and what it returned. An instance is returned as it is.
+        """
         if isinstance(selection, str):
-            return self.factory(kind, selection)(**options)
+            entry = self._entry(kind, selection)
+            origin = (
+                f"plugin {entry.plugin!r} registered {kind} {selection!r} with "
+                f"{qualified_name(entry.factory)}, which"
+            )
+            return checked(kind, entry.factory(**options), origin)
         if isinstance(selection, type):
-            return selection(**options)
+            return checked(kind, selection(**options), f"{kind} class {qualified_name(selection)}")
         if selection is None:
             raise TypeError(f"expected a {kind} name or instance, got None")
         if options:
@@ -269,13 +294,18 @@ class Registry:
         self.ensure_loaded()
         return list(self._infos)
 
+    def report(self) -> list[PluginInfo]:
+        """Like :meth:`infos`, but in strict mode too it lists every plugin, failures included.
 
-def _unknown_message(kind: str, name: str, available: list[str]) -> str:
-    plural = _PLURAL[kind]
-    close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    listing = ", ".join(available) if available else "none are registered"
-    return f"unknown {kind} {name!r}{hint} Available {plural}: {listing}."
+        Where strict loading fails, a second registry loads everything without strict mode to
+        describe it; this registry stays unloaded, so strict mode still raises on every use.
+        """
+        try:
+            return self.infos()
+        except PluginError:
+            probe = Registry(self._default_plugins)
+            probe.ensure_loaded(strict=False)
+            return probe.infos()
 
 
 _registry = Registry()
@@ -293,18 +323,51 @@ def reset(default_plugins: Iterable[str] | None = None) -> Registry:
     return _registry
 
 
-def get_loss(loss: Any, **options: Any) -> Any:
-    """Return a loss module from a registered name, a class, or an instance (returned as is)."""
+def get_loss(loss: str | type[torch.nn.Module] | torch.nn.Module, **options: Any) -> torch.nn.Module:
+    """Return a loss module from a registered name, a class, or an instance (returned as is).
+
+    Args:
+        loss: a registered name (see :func:`list_losses`), a loss class, or a loss instance.
+        **options: keyword arguments for the loss's factory or class (none with an instance).
+
+    Raises:
+        UnknownPluginError: no loss is registered under that name.
+        TypeError: the factory built something other than a :class:`torch.nn.Module`; the
+            message names the plugin and what it returned.
+    """
     return _registry.get("loss", loss, options)
 
 
-def get_sampler(sampler: Any, **options: Any) -> Any:
-    """Return a negative sampler from a registered name, a class, or an instance."""
+def get_sampler(sampler: str | type[Sampler] | Sampler, **options: Any) -> Sampler:
+    """Return a negative sampler from a registered name, a class, or an instance (returned as is).
+
+    Args:
+        sampler: a registered name (see :func:`list_samplers`), a sampler class, or a sampler instance.
+        **options: keyword arguments for the sampler's factory or class (none with an instance).
+
+    Raises:
+        UnknownPluginError: no sampler is registered under that name.
+        TypeError: the factory built something other than a :class:`~contrastive.Sampler`; the
+            message names the plugin and what it returned.
+    """
     return _registry.get("sampler", sampler, options)
 
 
-def get_augmentation(augmentation: Any, **options: Any) -> Any:
-    """Return an augmentation from a registered name, a class, or an instance."""
+def get_augmentation(
+    augmentation: str | type[Any] | Callable[..., torch.Tensor], **options: Any
+) -> Callable[..., torch.Tensor]:
+    """Return an augmentation, ``aug(x, generator=None) -> Tensor``, from a name, a class or an instance.
+
+    Args:
+        augmentation: a registered name (see :func:`list_augmentations`), an augmentation class,
+            or an augmentation instance (any callable).
+        **options: keyword arguments for the augmentation's factory or class (none with an instance).
+
+    Raises:
+        UnknownPluginError: no augmentation is registered under that name.
+        TypeError: the factory built something that is not callable; the message names the
+            plugin and what it returned.
+    """
     return _registry.get("augmentation", augmentation, options)
 
 

@@ -10,9 +10,22 @@ from __future__ import annotations
 import itertools
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+import contrastive
+from contrastive import registry
+
 _counter = itertools.count()
+
+#: The environment variables the registry reads; every registry test starts without them.
+ENV_VARS = (
+    "CONTRASTIVE_PLUGINS",
+    "CONTRASTIVE_STRICT_PLUGINS",
+    "CONTRASTIVE_DISABLE_PLUGIN_AUTOLOAD",
+)
 
 LOSS_PLUGIN = """
 import torch
@@ -75,3 +88,23 @@ class PluginFactory:
         """Forget the imported test modules."""
         for module in self.modules:
             sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PluginFactory]:
+    """A plugin factory on sys.path, a clean environment and a fresh registry (before and after)."""
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    made = PluginFactory(tmp_path)
+    registry.reset()
+    yield made
+    made.cleanup()
+    registry.reset()
+
+
+def info(name: str) -> contrastive.PluginInfo:
+    """The plugin record called ``name``."""
+    matches = [i for i in contrastive.plugins() if i.name == name]
+    assert len(matches) == 1, [i.name for i in contrastive.plugins()]
+    return matches[0]

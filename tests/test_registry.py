@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,33 +12,7 @@ import torch
 
 import contrastive
 from contrastive import registry
-from tests.plugin_factory import PluginFactory
-
-ENV_VARS = (
-    "CONTRASTIVE_PLUGINS",
-    "CONTRASTIVE_STRICT_PLUGINS",
-    "CONTRASTIVE_DISABLE_PLUGIN_AUTOLOAD",
-)
-
-
-@pytest.fixture
-def factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PluginFactory]:
-    """A plugin factory on sys.path, a clean environment and a fresh registry."""
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    made = PluginFactory(tmp_path)
-    registry.reset()
-    yield made
-    made.cleanup()
-    registry.reset()
-
-
-def info(name: str) -> contrastive.PluginInfo:
-    """The plugin record called ``name``."""
-    matches = [i for i in contrastive.plugins() if i.name == name]
-    assert len(matches) == 1, [i.name for i in contrastive.plugins()]
-    return matches[0]
+from tests.plugin_factory import PluginFactory, factory, info  # noqa: F401 - factory is a fixture
 
 
 def test_entry_point_plugin_is_discovered_and_described(factory: PluginFactory) -> None:

@@ -115,3 +115,49 @@ class MemoryQueue(torch.nn.Module):
     def extra_repr(self) -> str:
         """Show capacity and fill."""
         return f"size={self.keys.shape[0]}, dim={self.keys.shape[1]}, count={self._count}"
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Tensor],
+        prefix: str,
+        local_metadata: dict[str, object],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Refuse a saved state this queue cannot hold (``ValueError``), then load it as torch does.
+
+        ``keys`` must have this queue's shape, ``count`` lie in [0, size], ``pointer`` in
+        [0, size), and a queue that is not full must have its pointer at its count (it was
+        filled from row 0). Entries missing from a non-strict load are checked as they are now.
+        """
+        size, dim = self.keys.shape
+        keys = state_dict.get(prefix + "keys")
+        if isinstance(keys, torch.Tensor) and tuple(keys.shape) != (size, dim):
+            raise ValueError(
+                f"{prefix}keys must have shape ({size}, {dim}) to load into MemoryQueue(size={size}, "
+                f"dim={dim}), got {tuple(keys.shape)}; build the queue with the size and dim it was "
+                "saved with"
+            )
+        loaded = {"count": self._count, "pointer": self._pointer}
+        for name, upper in (("count", f"{size}]"), ("pointer", f"{size})")):
+            value = state_dict.get(prefix + name)
+            if not isinstance(value, torch.Tensor):
+                continue  # missing (non-strict load) or not a tensor: torch's own checks report it
+            dtype = value.dtype
+            if value.dim() != 0 or dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+                raise ValueError(f"{prefix}{name} must be one integer, got {value!r}")
+            loaded[name] = int(value)
+            if not 0 <= loaded[name] <= (size if name == "count" else size - 1):
+                raise ValueError(
+                    f"{prefix}{name} must be in [0, {upper} for a queue of size {size}, got {loaded[name]}"
+                )
+        if loaded["count"] < size and loaded["pointer"] != loaded["count"]:
+            raise ValueError(
+                f"{prefix}pointer must equal count ({loaded['count']}) while the queue is not full "
+                f"(count < size {size}), got {loaded['pointer']}"
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
