@@ -129,7 +129,8 @@ def test_any_chunking_of_any_batch_gives_the_full_batch_gradient_of_supcon(
     labels = torch.arange(batch) % 3
     loss = cl.get_loss("supcon", temperature=0.5)
     _, expected = grads_of(full_batch([encoder] * n_views, loss, views, labels=labels), [encoder])
-    _, got = grads_of(lambda: cl.GradCache(encoder, loss, chunk_size).backward(*views, labels=labels), [encoder])
+    cache = cl.GradCache(encoder, loss, chunk_size)
+    _, got = grads_of(lambda: cache.backward(*views, labels=labels), [encoder])
     assert_all_close(got, expected)
 
 
@@ -260,7 +261,8 @@ def test_verify_catches_randomness_that_is_not_replayed() -> None:
 def test_batch_norm_in_training_mode_is_an_error_and_fine_in_eval_mode() -> None:
     encoder, views = small_cnn(norm="batch"), inputs(2, 6, (3, 6, 6))
     loss = cl.get_loss("nt_xent")
-    with pytest.raises(ValueError, match=r"BatchNorm in training mode \(BatchNorm2d\).*batch_norm='per_chunk'"):
+    message = r"BatchNorm in training mode \(BatchNorm2d\).*batch_norm='per_chunk'"
+    with pytest.raises(ValueError, match=message):
         cl.GradCache(encoder, loss, 3).backward(*views)
     encoder.eval()
     _, expected = grads_of(full_batch([encoder] * 2, loss, views), [encoder])
@@ -295,12 +297,13 @@ def test_autocast_runs_both_passes_in_reduced_precision_and_a_scaler_scales_the_
         _, got = grads_of(lambda: cache.backward(*views), [encoder])
     assert cache.embeddings[0].dtype == torch.bfloat16
     assert all(g.dtype == torch.float32 for g in got)
-    flat_got, flat_expected = torch.cat([g.flatten() for g in got]), torch.cat([g.flatten() for g in expected])
+    flat_got, flat_expected = (torch.cat([g.flatten() for g in gs]) for gs in (got, expected))
     assert float((flat_got - flat_expected).norm() / flat_expected.norm()) < 0.05  # bf16 rounding
 
     _, plain = grads_of(lambda: cl.GradCache(encoder, loss, 5).backward(*views), [encoder])
     scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
-    value, scaled = grads_of(lambda: cl.GradCache(encoder, loss, 5, scaler=scaler).backward(*views), [encoder])
+    cache = cl.GradCache(encoder, loss, 5, scaler=scaler)
+    value, scaled = grads_of(lambda: cache.backward(*views), [encoder])
     assert_all_close(scaled, [256.0 * g for g in plain], rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(value, loss(encoder(views[0]), encoder(views[1])).detach())  # unscaled
 
@@ -311,7 +314,8 @@ def test_a_compiled_encoder_gives_the_same_gradients_with_dropout() -> None:
     loss = cl.get_loss("nt_xent", temperature=0.3)
     _, expected = grads_of(full_batch([encoder] * 2, loss, views, chunk=4), [encoder], seed=2)
     compiled = torch.compile(encoder, backend="aot_eager")
-    _, got = grads_of(lambda: cl.GradCache(compiled, loss, 4, verify=True).backward(*views), [encoder], seed=2)
+    cache = cl.GradCache(compiled, loss, 4, verify=True)
+    _, got = grads_of(lambda: cache.backward(*views), [encoder], seed=2)
     assert_all_close(got, expected, rtol=1e-5, atol=1e-7)
 
 
@@ -387,7 +391,9 @@ def _ddp_checks(rank: int, world_size: int) -> list[str]:
     return failures
 
 
-def test_two_gloo_ranks_with_chunks_give_the_single_process_gradient_of_the_global_batch(tmp_path: Path) -> None:
+def test_two_gloo_ranks_with_chunks_give_the_single_process_gradient_of_the_global_batch(
+    tmp_path: Path,
+) -> None:
     from tests.test_distributed import _spawn
 
     outcomes = _spawn(_ddp_checks, 2, tmp_path)
