@@ -312,7 +312,7 @@ class GradCache:
     * ``verify=True`` checks that each re-forward reproduces its first-pass embeddings
       (RuntimeError otherwise), at the cost of a comparison per chunk.
 
-    The embeddings of the last step stay in :attr:`embeddings` (detached), e.g. to
+    The embeddings of the last step stay in ``embeddings`` (detached), e.g. to
     ``enqueue`` keys into a :class:`~contrastive.MemoryQueue`.
     """
 
