@@ -104,18 +104,19 @@ def worker(mode: str, size: int, chunk_size: int, dim: int, repeats: int) -> dic
 
     step([v[:256] for v in views])  # warm-up: first-call costs, not counted
     baseline = _rss_bytes()
-    times, value = [], None
+    times, cpu_times, value = [], [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         value = step(views)
         times.append(time.perf_counter() - start)
-    forward = None
+        cpu_times.append(time.process_time() - cpu_start)
+    forward = forward_cpu = None
     if mode == "cached":
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with torch.no_grad():
             for v in views:
                 [encoder(c) for c in v.split(chunk_size)]
-        forward = time.perf_counter() - start
+        forward, forward_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "mode": mode,
@@ -123,8 +124,10 @@ def worker(mode: str, size: int, chunk_size: int, dim: int, repeats: int) -> dic
         "chunk_size": chunk_size if mode == "cached" else None,
         "dim": dim,
         "seconds": min(times),
+        "cpu_seconds": min(cpu_times),
         "repeats": repeats,
         "forward_seconds": forward,
+        "forward_cpu_seconds": forward_cpu,
         "peak_rss_bytes": peak,
         "peak_bytes": max(0, peak - baseline),
         "loss": float(value),
@@ -146,7 +149,8 @@ def _cell(r: dict | None) -> str:
         return "—"
     if "error" in r:
         return r["error"]
-    return f"{r['seconds']:.2f} s / {r['peak_rss_bytes'] / 2**20:,.0f} MiB ({r['peak_bytes'] / 2**20:,.0f})"
+    memory = f"{r['peak_rss_bytes'] / 2**20:,.0f} MiB ({r['peak_bytes'] / 2**20:,.0f})"
+    return f"{r['seconds']:.2f} s ({r['cpu_seconds']:.2f} s CPU) / {memory}"
 
 
 def markdown(report: dict) -> str:
@@ -164,13 +168,14 @@ def markdown(report: dict) -> str:
         + (" (with uncommitted changes to contrastive/)" if info["dirty"] else ""),
         f"- load average (1 min) during the cells: {min(loads, default=0):.1f} to {max(loads, default=0):.1f}"
         + (" — smoke run, one process, memory not comparable" if report.get("smoke") else ""),
-        "- cell: time of one step (best of the repeats) / whole-process peak RSS (growth over inputs+model); "
-        f"each cell in its own process; `cached` uses chunk_size={chunk}",
+        "- cell: wall time of one step (CPU time of the process, which a loaded machine disturbs less; best "
+        "of the repeats) / whole-process peak RSS (growth over inputs+model); each cell in its own process; "
+        f"`cached` uses chunk_size={chunk}; the last two columns compare CPU times",
         "",
         f"**Largest B within {budget / 2**30:g} GiB (whole process):** "
         + ", ".join(f"{m}: {largest_within(rows, m, budget) or 'none'}" for m in MODES),
         "",
-        "| B | plain | cached | cached / plain (time) | extra time / one no-graph forward |",
+        "| B | plain | cached | cached / plain | extra time / one no-graph forward |",
         "|---:|---:|---:|---:|---:|",
     ]
     by_key = {(r["mode"], r["size"]): r for r in rows}
@@ -178,8 +183,8 @@ def markdown(report: dict) -> str:
         plain, cached = by_key.get(("plain", size)), by_key.get(("cached", size))
         ratio = extra = "—"
         if plain and cached and "error" not in plain and "error" not in cached:
-            ratio = f"{cached['seconds'] / plain['seconds']:.2f}x"
-            extra = f"{(cached['seconds'] - plain['seconds']) / cached['forward_seconds']:.2f}"
+            ratio = f"{cached['cpu_seconds'] / plain['cpu_seconds']:.2f}x"
+            extra = f"{(cached['cpu_seconds'] - plain['cpu_seconds']) / cached['forward_cpu_seconds']:.2f}"
         lines.append(f"| {size:,} | {_cell(plain)} | {_cell(cached)} | {ratio} | {extra} |")
     return "\n".join(lines) + "\n"
 
@@ -197,7 +202,8 @@ def plot(report: dict, path: Path) -> None:
         mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["size"])
         sizes = [r["size"] for r in mine]
         label = mode if mode == "plain" else f"cached (chunk {report['chunk_size']})"
-        ax_time.plot(sizes, [r["seconds"] for r in mine], marker="o", label=label)
+        ax_time.plot(sizes, [r["seconds"] for r in mine], marker="o", label=f"{label}, wall")
+        ax_time.plot(sizes, [r["cpu_seconds"] for r in mine], marker=".", linestyle=":", label=f"{label}, CPU")
         ax_mem.plot(sizes, [r["peak_rss_bytes"] / 2**30 for r in mine], marker="o", label=label)
     ax_mem.axhline(report["budget_bytes"] / 2**30, color="grey", linestyle="--", label="budget")
     for ax, label in ((ax_time, "time per step (s)"), (ax_mem, "peak RSS, whole process (GiB)")):
@@ -206,7 +212,8 @@ def plot(report: dict, path: Path) -> None:
         ax.set_xlabel("batch size B (two views each)")
         ax.set_ylabel(label)
         ax.grid(True, which="major", alpha=0.3)
-    ax_mem.legend()
+    ax_time.legend(fontsize=8)
+    ax_mem.legend(fontsize=8)
     info = report["machine"]
     fig.suptitle(
         f"Small CNN + NT-Xent, with and without GradCache, on {info['cpu']} ({THREADS} threads), "
