@@ -29,11 +29,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its thread pool
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -137,6 +139,15 @@ def worker(mode: str, size: int, chunk_size: int, dim: int, repeats: int) -> dic
     }
 
 
+def machine_info() -> dict:
+    """``bench_losses.machine()``, silencing the ResourceWarning of the file it leaves to the collector."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        info = machine()
+        gc.collect()
+    return info
+
+
 def largest_within(rows: list[dict], mode: str, budget: int) -> int | None:
     """The largest B whose cell of ``mode`` ran and peaked within ``budget`` bytes (whole process)."""
     ran = [r for r in rows if r["mode"] == mode and "error" not in r]
@@ -198,13 +209,14 @@ def plot(report: dict, path: Path) -> None:
 
     rows = [r for r in report["results"] if "error" not in r]
     fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for mode in MODES:
+    for mode, color in zip(MODES, ("tab:blue", "tab:orange"), strict=True):
         mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["size"])
         sizes = [r["size"] for r in mine]
         label = mode if mode == "plain" else f"cached (chunk {report['chunk_size']})"
-        ax_time.plot(sizes, [r["seconds"] for r in mine], marker="o", label=f"{label}, wall")
-        ax_time.plot(sizes, [r["cpu_seconds"] for r in mine], marker=".", linestyle=":", label=f"{label}, CPU")
-        ax_mem.plot(sizes, [r["peak_rss_bytes"] / 2**30 for r in mine], marker="o", label=label)
+        ax_time.plot(sizes, [r["seconds"] for r in mine], color=color, marker="o", label=f"{label}, wall")
+        cpu = [r["cpu_seconds"] for r in mine]
+        ax_time.plot(sizes, cpu, color=color, marker=".", linestyle=":", label=f"{label}, CPU")
+        ax_mem.plot(sizes, [r["peak_rss_bytes"] / 2**30 for r in mine], color=color, marker="o", label=label)
     ax_mem.axhline(report["budget_bytes"] / 2**30, color="grey", linestyle="--", label="budget")
     for ax, label in ((ax_time, "time per step (s)"), (ax_mem, "peak RSS, whole process (GiB)")):
         ax.set_xscale("log", base=2)
@@ -266,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.chunk_size, args.dim = [64, 160], 48, 16
     budget = int(args.budget_gib * 2**30)
     report = {
-        "machine": machine(),
+        "machine": machine_info(),
         "budget_bytes": budget,
         "chunk_size": args.chunk_size,
         "dim": args.dim,
