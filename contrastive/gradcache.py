@@ -24,20 +24,31 @@ for its second, so that dropout draws the same masks in both.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
+from contrastive._encoder_chunks import (
+    Encoder,
+    RandomState,
+    View,
+    check_chunk_size,
+    cuda_devices,
+    encode,
+    per_view,
+    plain_module,
+    split_view,
+    sync_points,
+    trainable,
+    training_batch_norms,
+)
 from contrastive._validation import check_choice
 from contrastive.distributed import world
 
 Tensor = torch.Tensor
-Encoder = Callable[..., Tensor]
-View = Tensor | Mapping[str, Tensor]
 
 __all__ = ["BATCH_NORM_CHOICES", "CachedStep", "GradCache", "cached_backward"]
 
@@ -51,137 +62,6 @@ class CachedStep(NamedTuple):
     """The loss value (unscaled when a ``scaler`` is used)."""
     embeddings: tuple[Tensor, ...]
     """One ``(B, D)`` tensor per view, from the first (no-graph) pass."""
-
-
-def _check_chunk_size(chunk_size: object) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int (samples per encoder call), got {chunk_size!r}")
-    return chunk_size
-
-
-def _per_view(encoder: Encoder | Sequence[Encoder], n_views: int) -> list[Encoder]:
-    """One encoder per view: a single callable is shared; a sequence must hold one per view."""
-    if isinstance(encoder, (list, tuple, torch.nn.ModuleList)):
-        encoders = list(encoder)
-        if len(encoders) != n_views:
-            raise ValueError(
-                f"encoder must be one callable or one per view, got {len(encoders)} encoders for "
-                f"{n_views} views"
-            )
-    else:
-        encoders = [encoder] * n_views
-    for i, e in enumerate(encoders):
-        if not callable(e):
-            raise TypeError(f"encoder[{i}] must be callable (an nn.Module), got {type(e).__name__}")
-    return encoders
-
-
-def _split(view: View, chunk_size: int, index: int) -> list[View]:
-    """Cut a view (a tensor, or a mapping of tensors with one leading batch size) into chunks."""
-    if isinstance(view, Tensor):
-        if view.dim() == 0 or view.shape[0] == 0:
-            raise ValueError(f"views[{index}] must have a non-empty batch dimension, got {tuple(view.shape)}")
-        return list(view.split(chunk_size))
-    if not isinstance(view, Mapping) or not view:
-        raise TypeError(
-            f"views[{index}] must be a tensor (B, ...) or a non-empty mapping of such tensors "
-            f"(the encoder's keyword arguments), got {type(view).__name__}"
-        )
-    sizes = {k: (v.shape[0] if isinstance(v, Tensor) and v.dim() else None) for k, v in view.items()}
-    if None in sizes.values() or len(set(sizes.values())) != 1 or 0 in sizes.values():
-        raise ValueError(
-            f"views[{index}] must map names to tensors of one non-empty batch size, got sizes {sizes}"
-        )
-    parts = {k: v.split(chunk_size) for k, v in view.items()}
-    return [dict(zip(parts, chunk, strict=True)) for chunk in zip(*parts.values(), strict=True)]
-
-
-def _tensors(view: View) -> list[Tensor]:
-    return [view] if isinstance(view, Tensor) else list(view.values())
-
-
-def _encode(encoder: Encoder, chunk: View, where: str) -> Tensor:
-    out = encoder(**chunk) if isinstance(chunk, Mapping) else encoder(chunk)
-    rows = _tensors(chunk)[0].shape[0]
-    if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != rows:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(
-            f"the encoder of {where} must return a tensor with one row per sample ({rows}, ...), got "
-            f"{shape}; wrap it so that it returns the embeddings"
-        )
-    return out
-
-
-def _plain(encoder: Encoder) -> Encoder:
-    """The module inside a DDP wrapper (the no-graph pass needs none of DDP's hooks or collectives)."""
-    return encoder.module if isinstance(encoder, DistributedDataParallel) else encoder
-
-
-def _modules(encoders: Sequence[Encoder]) -> Iterator[torch.nn.Module]:
-    for e in {id(e): e for e in encoders}.values():
-        if isinstance(e, torch.nn.Module):
-            yield from e.modules()
-
-
-def _batch_norms(encoders: Sequence[Encoder], mode: str) -> list[_BatchNorm]:
-    """The BatchNorm layers in training mode; ValueError unless ``mode`` is ``per_chunk`` (never for Sync)."""
-    found = {id(m): m for m in _modules(encoders) if isinstance(m, _BatchNorm) and m.training}
-    layers = list(found.values())
-    sync = [m for m in layers if isinstance(m, torch.nn.SyncBatchNorm)]
-    if (layers and mode == "error") or sync:
-        names = sorted({type(m).__name__ for m in layers})
-        raise ValueError(
-            f"the encoder has BatchNorm in training mode ({', '.join(names)}), whose statistics couple the "
-            "samples of a chunk, so gradient caching cannot give the full-batch gradient; use GroupNorm or "
-            "LayerNorm, put the BatchNorm layers in eval mode, or pass batch_norm='per_chunk' for "
-            "statistics per chunk of chunk_size samples (ghost batch norm; not for SyncBatchNorm)"
-        )
-    return layers
-
-
-def _cuda_devices(encoders: Sequence[Encoder], views: Sequence[View]) -> list[int]:
-    """Indices of the CUDA devices whose random state the encoder may draw from."""
-    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
-        return []
-    tensors = [t for v in views for t in _tensors(v)]
-    tensors += [p for m in _modules(encoders) for p in m.parameters(recurse=False)]
-    current = torch.cuda.current_device()
-    return sorted({current if t.device.index is None else t.device.index for t in tensors if t.is_cuda})
-
-
-class _RandomState:
-    """The CPU and CUDA random states at one moment, to replay a chunk's randomness."""
-
-    def __init__(self, devices: list[int]) -> None:
-        self.devices = devices
-        self.cpu = torch.get_rng_state()
-        self.cuda = [torch.cuda.get_rng_state(d) for d in devices]
-
-    @contextlib.contextmanager
-    def replayed(self) -> Iterator[None]:
-        """Run the body from this state; afterwards the random state is what it was before the body."""
-        with torch.random.fork_rng(devices=self.devices):
-            torch.set_rng_state(self.cpu)
-            for device, state in zip(self.devices, self.cuda, strict=True):
-                torch.cuda.set_rng_state(state, device)
-            yield
-
-
-def _sync_points(
-    encoders: Sequence[Encoder], trainable: Sequence[bool], n_chunks: Sequence[int]
-) -> set[tuple[int, int]]:
-    """The (view, chunk) of the last re-forward of each DDP module: the only one outside ``no_sync``."""
-    last: dict[int, tuple[int, int]] = {}
-    for v, (e, train) in enumerate(zip(encoders, trainable, strict=True)):
-        if isinstance(e, DistributedDataParallel) and train:
-            last[id(e)] = (v, n_chunks[v] - 1)
-    return set(last.values())
-
-
-def _trainable(encoder: Encoder) -> bool:
-    if isinstance(encoder, torch.nn.Module):
-        return any(p.requires_grad for p in encoder.parameters())
-    return True  # a plain callable may close over parameters: re-run it and see
 
 
 def _average_across_ranks(loss: object, sync: str | bool) -> None:
@@ -211,29 +91,32 @@ def cached_backward(
 
     See :class:`GradCache` for the arguments; ``loss_options`` (e.g. ``negatives=``) go to the loss.
     """
-    chunk_size = _check_chunk_size(chunk_size)
+    chunk_size = check_chunk_size(chunk_size)
     check_choice(batch_norm, "batch_norm", BATCH_NORM_CHOICES)
     if sync_loss_grads not in ("auto", True, False):
         raise ValueError(f"sync_loss_grads must be 'auto', True or False, got {sync_loss_grads!r}")
     if not views:
         raise ValueError("cached_backward needs at least one view (a batch of encoder inputs), got none")
-    encoders = _per_view(encoder, len(views))
-    norms = _batch_norms(encoders, batch_norm)
-    chunks = [_split(view, chunk_size, i) for i, view in enumerate(views)]
-    devices = _cuda_devices(encoders, views)
+    encoders = per_view(encoder, len(views))
+    trains = [trainable(e) for e in encoders]
+    norms = training_batch_norms(encoders, batch_norm)  # ValueError for BatchNorm unless per_chunk
+    if norms:  # only encoders that are re-run update their running statistics there
+        norms = training_batch_norms([e for e, t in zip(encoders, trains, strict=True) if t], batch_norm)
+    chunks = [split_view(view, chunk_size, i) for i, view in enumerate(views)]
+    devices = cuda_devices(encoders, views)
     norm_state = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in norms]
 
-    states: list[list[_RandomState]] = []
+    states: list[list[RandomState]] = []
     embeddings: list[Tensor] = []
     with torch.no_grad():  # pass 1: embeddings without a graph
         for v, (e, parts) in enumerate(zip(encoders, chunks, strict=True)):
             states.append([])
             outs = []
             for c, part in enumerate(parts):
-                states[v].append(_RandomState(devices))
-                outs.append(_encode(_plain(e), part, f"views[{v}], chunk {c}"))
+                states[v].append(RandomState(devices))
+                outs.append(encode(plain_module(e), part, f"views[{v}], chunk {c}"))
             embeddings.append(torch.cat(outs))
-    for m, saved in zip(norms, norm_state, strict=True):  # the second pass updates the running stats
+    for m, saved in zip(norms, norm_state, strict=True):  # the re-forward updates the running stats
         for k, b in m.named_buffers(recurse=False):
             b.copy_(saved[k])
 
@@ -249,16 +132,15 @@ def cached_backward(
         (value if scaler is None else scaler.scale(value)).backward()
         _average_across_ranks(loss, sync_loss_grads)
 
-        trainable = [_trainable(e) for e in encoders]
-        sync_at = _sync_points(encoders, trainable, [len(p) for p in chunks])
+        sync_at = sync_points(encoders, trains, [len(p) for p in chunks])
         for v, (e, parts, leaf) in enumerate(zip(encoders, chunks, leaves, strict=True)):
-            if not trainable[v] or leaf.grad is None:
+            if not trains[v] or leaf.grad is None:
                 continue
             grads = leaf.grad.split(chunk_size)
             for c, (part, grad) in enumerate(zip(parts, grads, strict=True)):  # pass 3: re-run with a graph
                 no_sync = isinstance(e, DistributedDataParallel) and (v, c) not in sync_at
                 with states[v][c].replayed(), e.no_sync() if no_sync else contextlib.nullcontext():
-                    out = _encode(e, part, f"views[{v}], chunk {c}")
+                    out = encode(e, part, f"views[{v}], chunk {c}")
                     if verify:
                         _check_replay(out, embeddings[v][c * chunk_size : c * chunk_size + len(grad)], v, c)
                     if out.requires_grad:
@@ -330,7 +212,7 @@ class GradCache:
         """Hold the encoder(s), the loss and the options of :func:`cached_backward`."""
         self.encoder = encoder
         self.loss = loss
-        self.chunk_size = _check_chunk_size(chunk_size)
+        self.chunk_size = check_chunk_size(chunk_size)
         self.scaler = scaler
         self.batch_norm = check_choice(batch_norm, "batch_norm", BATCH_NORM_CHOICES)
         self.sync_loss_grads = sync_loss_grads

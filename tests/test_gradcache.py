@@ -287,6 +287,14 @@ def test_per_chunk_batch_norm_is_ghost_batch_norm_with_one_running_update_per_ch
         torch.testing.assert_close(getattr(norm, name), getattr(twin_norm, name), **TOL64)
 
 
+def test_a_frozen_encoder_with_per_chunk_batch_norm_updates_its_statistics_once_per_chunk() -> None:
+    keys = small_cnn(norm="batch", seed=3).requires_grad_(False)  # a momentum encoder: run once, not re-run
+    query, x = mlp(), inputs(2, 7, (3, 6, 6))
+    flat = [v.flatten(1)[:, :D_IN] for v in x]
+    cl.GradCache([query, keys], cl.get_loss("infonce"), 3, batch_norm="per_chunk").backward(flat[0], x[1])
+    assert int(keys[1].num_batches_tracked) == 3
+
+
 def test_autocast_runs_both_passes_in_reduced_precision_and_a_scaler_scales_the_gradients() -> None:
     encoder = mlp(dtype=torch.float32)
     views = [v.float() for v in inputs(2, 16)]
@@ -372,6 +380,8 @@ def _ddp_checks(rank: int, world_size: int) -> list[str]:
     ddp.register_comm_hook(None, lambda state, bucket: (syncs.append(1), allreduce_hook(state, bucket))[1])
     _, got = grads_of(lambda: cl.GradCache(ddp, NTXentLoss(0.3), 2).backward(*local), [encoder])
     compare(got, expected, "DDP")
+    # Without no_sync every chunk's backward all-reduces; with 3 chunks here and 2 on the other rank
+    # the ranks then wait for each other until the collective times out.
     if len(syncs) != 1:
         failures.append(f"DDP all-reduced {len(syncs)} times in one step, expected once (no_sync elsewhere)")
 
