@@ -82,13 +82,13 @@ def small_cnn(dim: int = DIM):  # noqa: ANN201 - a torch module; torch is import
     return SmallCNN()
 
 
-def worker(mode: str, size: int, chunk_size: int, dim: int, repeats: int) -> dict:
+def worker(mode: str, size: int, chunk_size: int, dim: int, repeats: int, threads: int = THREADS) -> dict:
     """Measure one (mode, B) cell in this process; return its result row."""
     import torch
 
     import contrastive as cl
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     encoder = small_cnn(dim)
     loss = cl.get_loss("nt_xent", temperature=TEMPERATURE, backend="chunked")
@@ -169,11 +169,12 @@ def markdown(report: dict) -> str:
     rows, info, budget = report["results"], report["machine"], report["budget_bytes"]
     chunk = report["chunk_size"]
     loads = [r["load_average"] for r in rows if "load_average" in r]
+    threads = [r["threads"] for r in rows if "threads" in r]
     lines = [
         f"# Gradient caching: small CNN on 3x32x32, two views, NT-Xent (D={report['dim']}), fp32, CPU",
         "",
         f"- CPU: {info['cpu']} ({info['cores']} cores, {info['memory_bytes'] / 2**30:.0f} GiB), "
-        f"torch {info['torch']} ({THREADS} threads, OMP_WAIT_POLICY=PASSIVE, nice 19), "
+        f"torch {info['torch']} ({max(threads, default=THREADS)} threads, OMP_WAIT_POLICY=PASSIVE, nice 19), "
         f"Python {info['python']}",
         f"- commit: `{info['commit']}`"
         + (" (with uncommitted changes to contrastive/)" if info["dirty"] else ""),
@@ -238,9 +239,15 @@ def plot(report: dict, path: Path) -> None:
 
 
 def _run_cell(args: argparse.Namespace, mode: str, size: int) -> dict:
-    repeats = 3 if size <= 2048 else 1
-    if args.smoke:
-        return worker(mode, size, args.chunk_size, args.dim, repeats)
+    repeats = 1 if args.smoke or size > 2048 else 3
+    if args.smoke:  # one thread: torch may have started its pool before OMP_WAIT_POLICY was set
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            return worker(mode, size, args.chunk_size, args.dim, repeats, threads=1)
+        finally:
+            torch.set_num_threads(threads)
     cmd = [sys.executable, __file__, "--worker", mode, str(size)]
     cmd += ["--chunk-size", str(args.chunk_size), "--dim", str(args.dim)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(THREADS)}

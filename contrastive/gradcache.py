@@ -64,6 +64,13 @@ class CachedStep(NamedTuple):
     """One ``(B, D)`` tensor per view, from the first (no-graph) pass."""
 
 
+def _check_sync(sync: object) -> str | bool:
+    """Return ``sync`` if it is ``"auto"``, ``True`` or ``False``; else raise ValueError naming it."""
+    if not (sync == "auto" and isinstance(sync, str)) and not isinstance(sync, bool):
+        raise ValueError(f"sync_loss_grads must be 'auto', True or False, got {sync!r}")
+    return sync
+
+
 def _average_across_ranks(loss: object, sync: str | bool) -> None:
     """Average the gradients of the loss module's parameters over ranks, as DDP does for the encoder's."""
     _, world_size = world()
@@ -93,8 +100,7 @@ def cached_backward(
     """
     chunk_size = check_chunk_size(chunk_size)
     check_choice(batch_norm, "batch_norm", BATCH_NORM_CHOICES)
-    if sync_loss_grads not in ("auto", True, False):
-        raise ValueError(f"sync_loss_grads must be 'auto', True or False, got {sync_loss_grads!r}")
+    _check_sync(sync_loss_grads)
     if not views:
         raise ValueError("cached_backward needs at least one view (a batch of encoder inputs), got none")
     encoders = per_view(encoder, len(views))
@@ -186,7 +192,8 @@ class GradCache:
       gradients end up scaled for ``scaler.step(optimizer)``.
     * **DDP**: pass the ``DistributedDataParallel`` module as the encoder. The no-graph pass
       runs its inner module; every re-forward but the last of each DDP module runs under
-      ``no_sync()``, so its gradients are all-reduced once per step. The loss gathers across
+      ``no_sync()``, so its gradients are all-reduced once per step (without it every chunk
+      all-reduces, and ranks with unequal numbers of chunks hang). The loss gathers across
       ranks as usual; ``sync_loss_grads="auto"`` averages the gradients of the loss's own
       parameters over ranks (DDP does not own them). With a plain module instead of DDP,
       all-reduce and average the encoder's gradients yourself after :meth:`backward`. Modules
@@ -194,6 +201,7 @@ class GradCache:
     * ``verify=True`` checks that each re-forward reproduces its first-pass embeddings
       (RuntimeError otherwise), at the cost of a comparison per chunk.
 
+    An encoder without trainable parameters (a momentum key encoder) runs once, not twice.
     The embeddings of the last step stay in ``embeddings`` (detached), e.g. to
     ``enqueue`` keys into a :class:`~contrastive.MemoryQueue`.
     """
@@ -215,7 +223,7 @@ class GradCache:
         self.chunk_size = check_chunk_size(chunk_size)
         self.scaler = scaler
         self.batch_norm = check_choice(batch_norm, "batch_norm", BATCH_NORM_CHOICES)
-        self.sync_loss_grads = sync_loss_grads
+        self.sync_loss_grads = _check_sync(sync_loss_grads)
         self.verify = bool(verify)
         self.embeddings: tuple[Tensor, ...] = ()
 
