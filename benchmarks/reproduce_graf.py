@@ -11,7 +11,7 @@ initialisation, on NT-Xent (no labels). Tracked over the steps:
 * SupCon's value minus its lower bound. With V views, N' = V K m anchors and m' = V m
   per class, the collapsed regular simplex gives every anchor
   log(m' - 1 + (N' - m') exp(-K / ((K - 1) tau))), which Graf et al. prove is the
-  minimum for balanced classes (their Theorem 1).
+  minimum for balanced classes when d >= K - 1.
 
 Run: ``python benchmarks/reproduce_graf.py [--smoke]``.
 """
