@@ -261,9 +261,11 @@ def memory_cell(family: str, name: str, size: int, threads: int, timeout: float)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def machine(threads: int) -> dict:
-    """Machine, software and commit the tables were measured on."""
+def machine(threads: int | None = None) -> dict:
+    """Machine, software and commit the tables were measured on (``threads``: torch's current count)."""
     import torch
+
+    threads = torch.get_num_threads() if threads is None else threads
 
     def run(cmd: list[str]) -> str:
         try:
@@ -279,7 +281,9 @@ def machine(threads: int) -> dict:
             versions[module] = __import__(module).__version__
         except Exception:  # noqa: BLE001 - absent or broken: reported as absent
             versions[module] = None
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+    with open("/proc/meminfo") as meminfo:
+        memory = next((int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemTotal")), 0)
+    return {"cpu": model, "cores": os.cpu_count(), "memory_bytes": memory, "python": platform.python_version(),
             "torch": torch.__version__, "threads": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "peers": versions, "commit": run(["git", "rev-parse", "HEAD"]),
             "dirty": bool(run(["git", "status", "--porcelain", "--", "contrastive"]))}
