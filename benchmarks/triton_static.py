@@ -1,7 +1,7 @@
 """Static resource table of the Triton kernels for a GPU target, compiled on the CPU (no GPU needed).
 
 For each candidate tile configuration the engine's real launches (a general and a symmetric
-forward and backward, recorded by :mod:`contrastive.engine.triton_aot`) are compiled to
+forward and backward, recorded by ``tools/triton_aot.py``) are compiled to
 cubins for ``--capability`` (default 90, the H100) and read back: registers per thread, bytes
 spilled to the stack, shared memory, and whether the dots use tensor cores (``wgmma`` on
 Hopper). ``-atomic`` marks the row pass that also adds dC with atomics (``columns=atomic``),
@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 
-from contrastive.engine import triton_aot
-from contrastive.engine.triton_launch import COLUMN_MODES
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/ (not installed)
+from tools import triton_aot  # noqa: E402
+from contrastive.engine.triton_launch import COLUMN_MODES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -6,7 +6,7 @@ lazily: importing this package loads none of them.
 
 from __future__ import annotations
 
-from contrastive import functional, linear, metrics
+from contrastive import functional, metrics
 from contrastive._version import __version__
 from contrastive.augment.base import Augmentation, RandomAugmentation
 from contrastive.augment.masking import RandomMask
@@ -81,3 +81,12 @@ __all__ = [
     "UniformSampler",
     "UnknownPluginError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import :mod:`contrastive.linear` on first use (it is not needed to train with the losses)."""
+    if name == "linear":
+        import importlib
+
+        return importlib.import_module("contrastive.linear")
+    raise AttributeError(f"module 'contrastive' has no attribute {name!r}")

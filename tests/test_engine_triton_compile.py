@@ -22,7 +22,7 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-aot = pytest.importorskip("contrastive.engine.triton_aot")
+aot = pytest.importorskip("tools.triton_aot")
 
 if not Path(aot._cuobjdump()).with_name("ptxas").exists() or shutil.which("true") is None:
     pytest.skip("triton's NVIDIA backend tools (ptxas) are not installed", allow_module_level=True)

@@ -137,3 +137,16 @@ def test_nt_xent_compiles_with_inductor_and_equals_eager() -> None:
     grads = torch.autograd.grad(torch.compile(fn, fullgraph=True)(z1, z2, y), (z1, z2))
     for g, e in zip(grads, eager_grads, strict=True):
         assert torch.allclose(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_import_loads_neither_the_linear_estimators_nor_developer_tooling() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, contrastive; "
+            "print(sorted(m for m in sys.modules if m.startswith(('contrastive.linear', 'tools', 'triton'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    import contrastive
+
+    assert contrastive.linear.__name__ == "contrastive.linear"

@@ -39,7 +39,7 @@ from contrastive.engine import triton_launch
 
 #: Shared memory one block may use (bytes, opt-in maximum) per compute capability we compile for.
 SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
-_KERNELS = Path(__file__).with_name("triton_kernels.py")
+_KERNELS = Path(triton_launch.__file__).with_name("triton_kernels.py")
 
 
 @dataclass(frozen=True)
