@@ -36,7 +36,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -234,15 +233,26 @@ def bound_seconds(family: str, size: int, rates: dict) -> float:
     return flops / rates["matmul_flops_per_s"] + exps / rates["exp_per_s"]
 
 
+def _status_bytes(field: str) -> int:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in bytes."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+
 def memory_worker(family: str, name: str, size: int) -> dict:
-    """Peak resident growth of one forward+backward in this (fresh) process."""
+    """Peak resident growth of one forward+backward in this process, over its RSS after the inputs.
+
+    The peak is the kernel's high-water mark after resetting it (``/proc/self/clear_refs``), so it
+    does not include what the parent held before the fork (``ru_maxrss`` survives ``exec``).
+    """
     z1, z2, y = inputs(family, size)
     make, call = implementations(family)[name]
     loss = make()
-    with open("/proc/self/statm") as f:
-        baseline = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the high-water mark to the current RSS
+    baseline = _status_bytes("VmRSS")
     seconds = _step(call, loss, z1, z2, y)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _status_bytes("VmHWM")
     return {"family": family, "implementation": name, "size": size, "peak_bytes": max(0, peak - baseline),
             "peak_rss_bytes": peak, "seconds_single": seconds}
 
@@ -329,7 +339,8 @@ def markdown(report: dict) -> str:
         lines.append("")
     memory = report["memory"]
     if memory:
-        lines += ["## peak memory above the inputs (MiB), one process per cell", "",
+        again = f" (measured at `{info['memory_commit'][:7]}`)" if info.get("memory_commit") else ""
+        lines += [f"## peak memory above the inputs (MiB), one process per cell{again}", "",
                   "| loss | implementation | " + " | ".join(f"{s:,}" for s in sorted({m["size"] for m in memory})) + " |",
                   "|---|---|" + "---:|" * len({m["size"] for m in memory})]
         sizes = sorted({m["size"] for m in memory})
@@ -358,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round, no memory cells")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="measure the memory cells again and keep the timing of the existing <output>.json")
     parser.add_argument("--output", default=str(RESULTS / "losses"))
     parser.add_argument("--memory-worker", nargs=3, metavar=("FAMILY", "NAME", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -374,7 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(args.threads)  # the commit whose code this process imported
     rates = machine_rates(args.threads)
     timing = []
-    for family in args.families:
+    if args.memory_only:
+        previous = json.loads(Path(args.output + ".json").read_text())
+        info, rates, timing = previous["machine"], previous["rates"], previous["timing"]
+        start_load = previous["load_average"][0]
+        info["memory_commit"] = machine(args.threads)["commit"]
+    for family in args.families if not args.memory_only else []:
         for size in args.sizes:
             for row in time_cell(family, size, 1 if args.smoke else rounds_for(size), args.implementations):
                 if row["implementation"] == "ours" and "seconds" in row:
