@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from contrastive._call_styles import labels_among_views
+
 Tensor = torch.Tensor
 
 
@@ -29,6 +31,8 @@ def check_views(views: Sequence[object], min_views: int = 1, name: str = "views"
     """Return the views as a list after checking they are finite, equally shaped and hold >= 2 samples."""
     if len(views) < min_views:
         raise ValueError(f"{name} must hold at least {min_views} tensor(s), got {len(views)}")
+    if (message := labels_among_views(views, name)) is not None:  # PML's loss(embeddings, labels)
+        raise ValueError(message)
     checked = [check_embeddings(v, f"{name}[{i}]") for i, v in enumerate(views)]
     first = checked[0]
     for i, v in enumerate(checked[1:], start=1):

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from contrastive._call_styles import logit_scale_as_labels
 from contrastive._validation import check_embeddings, check_labels, check_temperature
 from contrastive.distributed import all_gather_rows, batch_layout, check_gather, should_gather
 from contrastive.engine import dual_row_stats, row_stats
@@ -30,6 +31,8 @@ def clip_loss(
     gather: str | bool = "auto",
 ) -> Tensor:
     """Return CLIP's loss of paired features ``(B, D)`` at multiplier ``logit_scale`` = 1/τ (see ClipLoss)."""
+    if (message := logit_scale_as_labels(labels, function=True)) is not None:  # open_clip's call style
+        raise ValueError(message)
     image = check_embeddings(image_features, "image_features")
     text = check_embeddings(text_features, "text_features")
     if image.shape != text.shape or image.dtype != text.dtype:
@@ -146,6 +149,8 @@ class ClipLoss(torch.nn.Module):
 
     def forward(self, image_features: Tensor, text_features: Tensor, labels: Tensor | None = None) -> Tensor:
         """Return the loss of paired ``image_features`` and ``text_features`` (each ``(B, D)``)."""
+        if (message := logit_scale_as_labels(labels)) is not None:  # open_clip's loss(image, text, scale)
+            raise ValueError(message)
         return clip_loss(
             image_features,
             text_features,
