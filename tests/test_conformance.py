@@ -63,6 +63,7 @@ def test_kit_catches_each_broken_sampler_invariant(broken: type, invariant: str)
         check_sampler(broken, max_examples=5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("broken", "invariant"), list(bp.BROKEN_AUGMENTATIONS.items()), ids=lambda x: getattr(x, "__name__", "")
 )
@@ -167,6 +168,7 @@ def _run_without(module: str, code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "code",
     [
@@ -184,6 +186,7 @@ def test_without_hypothesis_the_kit_says_what_to_install(code: str) -> None:
     assert 'pip install "contrastive-kit[kit]"' in last
 
 
+@pytest.mark.slow
 def test_without_hypothesis_the_library_and_the_pytest_plugin_still_import() -> None:
     result = _run_without(
         "hypothesis", "import contrastive, contrastive.testing, contrastive.testing.pytest_plugin"
@@ -213,6 +216,7 @@ def test_the_kit_never_changes_the_instance_it_is_given() -> None:
     assert all(bool((loss.state_dict()[k] == v).all()) for k, v in before.items())
 
 
+@pytest.mark.slow
 def test_pytest_option_checks_every_installed_plugin(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
     result = pytester.runpytest_subprocess(
@@ -231,6 +235,7 @@ def test_pytest_option_checks_every_installed_plugin(pytester: pytest.Pytester) 
     )
 
 
+@pytest.mark.slow
 def test_pytest_fixture_gives_plugin_authors_the_checks(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_mine="""

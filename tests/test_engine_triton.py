@@ -295,6 +295,7 @@ def test_triton_row_stats_are_exact_in_float64() -> None:
     )
 
 
+@pytest.mark.slow
 def test_triton_gradients_pass_gradcheck_in_float64() -> None:
     case = problem(6, 9, 3, exponents=(1.0, 2.0), classes=2, temperature=0.7)
     a = case.anchors.to(DEVICE).requires_grad_()
@@ -641,6 +642,7 @@ def test_dual_backward_makes_one_row_and_one_column_pass(monkeypatch: pytest.Mon
     }
 
 
+@pytest.mark.slow
 def test_dual_gradients_pass_gradcheck_in_float64() -> None:
     case = problem(6, 7, 3, exponents=(1.0, 2.0), classes=2, temperature=0.7)
     labels_a, labels_c = case.anchor_labels.to(DEVICE), case.candidate_labels.clamp(min=0).to(DEVICE)
