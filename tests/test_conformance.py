@@ -36,17 +36,20 @@ def test_every_installed_sampler_conforms(name: str) -> None:
     check_sampler(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", contrastive.list_augmentations())
 def test_every_installed_augmentation_conforms(name: str) -> None:
     check_augmentation(name)
 
 
+@pytest.mark.slow
 def test_the_reference_plugins_pass() -> None:
     check_loss(bp.GoodLoss)
     check_sampler(bp.GoodSampler)
     check_augmentation(bp.GoodAugmentation())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("broken", "invariant"), list(bp.BROKEN_LOSSES.items()), ids=lambda x: getattr(x, "__name__", "")
 )

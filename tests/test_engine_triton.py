@@ -337,6 +337,7 @@ def test_auto_prefers_triton_only_for_cuda_tensors_of_supported_dtypes() -> None
     assert not triton_engine.auto_prefers_triton(torch.device("cpu"), torch.float32)
 
 
+@pytest.mark.slow
 def test_the_engine_module_imports_without_triton() -> None:
     code = (
         "import sys; sys.modules['triton'] = None; sys.modules['triton.language'] = None\n"
@@ -403,6 +404,7 @@ def test_atomic_columns_equal_the_reference_in_float32(
         assert backward == {"row_stats_backward_rows_kernel atomic": groups}
 
 
+@pytest.mark.slow
 def test_atomic_columns_are_exact_in_float64(monkeypatch: pytest.MonkeyPatch) -> None:
     launches = count_kernel_launches(monkeypatch)
     for tiles in ATOMIC_TILES.values():
@@ -498,6 +500,7 @@ def test_nt_xent_with_triton_equals_the_reference(sampler: str, triton_backend: 
     assert triton_backend["SymmetricTritonRowStats"] > 0
 
 
+@pytest.mark.slow
 @settings(max_examples=4, phases=NO_SHRINK)
 @given(y=labels(43), seed=seeds())
 def test_supcon_with_triton_equals_the_reference_on_random_label_patterns(y: Tensor, seed: int) -> None:
@@ -592,6 +595,7 @@ def dual_stats_and_grads(
     return [*rows[:3], *cols[:3]], list(torch.autograd.grad(total, leaves))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tiles", ["", "columns=atomic", "block_m=16,block_n=16,columns=atomic"])
 @pytest.mark.parametrize(
     "case",

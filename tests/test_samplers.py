@@ -95,6 +95,7 @@ SAMPLERS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=repr)
 @given(
     data=labelled_views(min_views=2, max_views=2, max_batch=6, max_dim=4),
