@@ -379,6 +379,7 @@ def count_kernel_launches(monkeypatch: pytest.MonkeyPatch) -> Counter:
     return launches
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tiles", sorted(ATOMIC_TILES), ids=str)
 @pytest.mark.parametrize(
     "case",

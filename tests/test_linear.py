@@ -162,6 +162,7 @@ def test_loss_averaged_over_all_complementary_masks_is_the_target_objective(x, p
     torch.testing.assert_close(expected, objective(weight, target, 0.7))
 
 
+@pytest.mark.slow
 @given(small_data(n=2, d=2), keep_probs, seeds)
 def test_loss_averaged_over_all_independent_masks_is_the_covariance_objective(x, p, seed) -> None:  # type: ignore[no-untyped-def]
     weight = torch.randn(1, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -282,6 +283,7 @@ def test_estimator_rejects_bad_parameters_at_fit(kwargs: dict[str, object], matc
         model.fit(np.ones((5, 3)) + np.arange(15).reshape(5, 3) ** 2)
 
 
+@pytest.mark.slow
 def test_estimator_works_with_scikit_learn_clone_and_pipeline() -> None:
     sklearn_base = pytest.importorskip("sklearn.base")
     pipeline = pytest.importorskip("sklearn.pipeline")

@@ -114,6 +114,7 @@ def test_linear_probe_separates_separable_classes_and_not_random_labels() -> Non
     )
 
 
+@pytest.mark.slow
 def test_probe_keeps_the_original_label_values() -> None:
     x = torch.tensor([[-2.0], [-1.0], [1.0], [2.0]])
     y = torch.tensor([7, 7, 42, 42])

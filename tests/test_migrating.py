@@ -91,6 +91,16 @@ def mocov3_loss(query: Tensor, key: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, torch.arange(query.shape[0])) * (2 * temperature)
 
 
+def moco_v2_loss(query: Tensor, key: Tensor, queue: Tensor, temperature: float) -> Tensor:
+    """MoCo v2's loss (He et al.; solo-learn's moco_loss_func), re-derived: the own key against the queue only.
+
+    cross-entropy over [<q_i, k_i>, <q_i, queue_j> for all j] / temperature, target 0.
+    """
+    q, k, queue = (F.normalize(x, dim=1) for x in (query, key, queue))
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long))
+
+
 def haochen_spectral_loss(z1: Tensor, z2: Tensor, mu: float) -> Tensor:
     """HaoChen et al.'s spectral contrastive loss as their code computes it, re-derived from the paper's form.
 
@@ -168,6 +178,13 @@ def test_supcontrast_scaling_is_our_base_temperature() -> None:
     assert _close(plain * (0.1 / 0.07), theirs)
 
 
+@pytest.mark.parametrize("n_views", [2, 3])
+def test_supcontrast_without_labels_is_our_nt_xent_times_the_factor(n_views: int) -> None:
+    views = _views(n_views, seed=1)
+    theirs = supcontrast_loss(views, torch.arange(B), temperature=0.1, base_temperature=0.07)
+    assert _close(cl.get_loss("nt_xent", temperature=0.1)(*views) * (0.1 / 0.07), theirs)
+
+
 def test_supcontrast_counts_anchors_without_positives_as_zero_where_we_leave_them_out() -> None:
     (z,), y = _views(1), torch.tensor([0, 0, 1, 2, 3, 3])  # samples 2 and 3 have no positive
     theirs = supcontrast_loss([z], y, temperature=0.1, base_temperature=0.1)
@@ -191,6 +208,13 @@ def test_mocov3_multiplies_infonce_by_two_temperatures() -> None:
     q, k = _views(2, seed=3)
     ours = cl.get_loss("infonce", temperature=0.2)(q, k)  # in-batch keys are the negatives
     assert _close(ours * (2 * 0.2), mocov3_loss(q, k, 0.2))
+
+
+def test_moco_v2_is_infonce_against_the_queue() -> None:
+    q, k = _views(2, seed=7)
+    (queue,) = _views(1, seed=8, batch=10)
+    ours = cl.get_loss("infonce", temperature=0.2, in_batch_negatives=False)(q, k, negatives=queue)
+    assert _close(ours, moco_v2_loss(q, k, queue, 0.2))
 
 
 # -- HaoChen et al. (re-derived) -----------------------------------------------------------
@@ -236,6 +260,17 @@ def test_lightly_nt_xent_equals_ours() -> None:
     ntx = pytest.importorskip("lightly.loss.ntx_ent_loss")
     z1, z2 = _views(2)
     assert _close(cl.get_loss("nt_xent", temperature=0.5)(z1, z2), ntx.NTXentLoss(temperature=0.5)(z1, z2))
+
+
+def test_lightly_memory_bank_loss_is_infonce_against_the_bank() -> None:
+    ntx = pytest.importorskip("lightly.loss.ntx_ent_loss")
+    out0, out1 = _views(2, seed=9)
+    theirs_loss = ntx.NTXentLoss(temperature=0.5, memory_bank_size=(10, D)).double()
+    bank = theirs_loss.memory_bank.bank.clone()  # (K, D): lightly's random initial keys
+    theirs = theirs_loss(out0, out1)  # inputs without grad: lightly does not update its bank
+    ours = cl.get_loss("infonce", temperature=0.5, in_batch_negatives=False)(out0, out1, negatives=bank)
+    # lightly's keys were normalised in float32; ours normalises them again in float64
+    assert math.isclose(float(ours), float(theirs), rel_tol=1e-6)
 
 
 # -- open_clip -----------------------------------------------------------------------------
