@@ -96,7 +96,8 @@ doctest_test_doctest_blocks = "default"
 # -- HTML ----------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"contrastive {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["wrap-tables.css"]  # long literals in table cells wrap (docs/_static)
 pygments_style = "sphinx"
 
 
