@@ -21,10 +21,7 @@ Tensor = torch.Tensor
 
 def _is_integer_tensor(x: object) -> bool:
     return (
-        isinstance(x, Tensor)
-        and not x.is_floating_point()
-        and not x.is_complex()
-        and x.dtype != torch.bool
+        isinstance(x, Tensor) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
     )
 
 
@@ -51,7 +48,7 @@ def _quoted_scalar(x: Tensor) -> str:
 
 
 def logit_scale_as_labels(labels: object, *, function: bool = False) -> str | None:
-    """The message for a float scalar passed as ``labels`` (open_clip's ``loss(image, text, logit_scale)``), or None.
+    """The message for a float scalar as ``labels`` (open_clip's ``loss(image, text, logit_scale)``), or None.
 
     ``function``: the caller is the functional ``clip_loss`` rather than the ``ClipLoss`` module.
     """

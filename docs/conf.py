@@ -5,9 +5,10 @@ Build (warnings are errors, every reference must resolve)::
     python -m sphinx -W -n --keep-going -b html docs docs/_build/html
     python -m sphinx -W -n --keep-going -b doctest docs docs/_build/doctest
 
-The build needs no network, and neither do the built pages (MathJax ships with them): intersphinx reads the inventories committed under
-``docs/_intersphinx/`` (see ``docs/_intersphinx/make_inventories.py``), and the
-benchmark tables are converted from ``benchmarks/results/*.md`` at build time.
+The build needs no network, and neither do the built pages (MathJax ships with them):
+intersphinx reads the inventories committed under ``docs/_intersphinx/`` (see
+``docs/_intersphinx/make_inventories.py``), and the benchmark tables are converted
+from ``benchmarks/results/*.md`` at build time.
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ def _close(a: Tensor | float, b: Tensor | float) -> bool:
 # -- re-derivations from published formulas (not the other projects' code) ----------------
 
 
-def supcontrast_loss(views: list[Tensor], labels: Tensor, temperature: float, base_temperature: float) -> Tensor:
+def supcontrast_loss(
+    views: list[Tensor], labels: Tensor, temperature: float, base_temperature: float
+) -> Tensor:
     """SupContrast's SupConLoss (Khosla et al.'s reference code), re-derived from its documented behaviour.
 
     Anchors are all V*B embeddings; log-softmax over every other embedding; the mean over an
@@ -92,7 +94,7 @@ def mocov3_loss(query: Tensor, key: Tensor, temperature: float) -> Tensor:
 
 
 def moco_v2_loss(query: Tensor, key: Tensor, queue: Tensor, temperature: float) -> Tensor:
-    """MoCo v2's loss (He et al.; solo-learn's moco_loss_func), re-derived: the own key against the queue only.
+    """MoCo v2's loss (He et al.; solo-learn's moco_loss_func), re-derived: own key against the queue only.
 
     cross-entropy over [<q_i, k_i>, <q_i, queue_j> for all j] / temperature, target 0.
     """
@@ -108,7 +110,9 @@ def haochen_spectral_loss(z1: Tensor, z2: Tensor, mu: float) -> Tensor:
     (-2/B sum_i <z1_i, z2_i> + 1/(B(B-1)) sum_{i != j} <z1_i, z2_j>^2) / mu.
     """
     radius = math.sqrt(mu)
-    z1, z2 = (torch.where(z.norm(dim=1, keepdim=True) < radius, z, F.normalize(z, dim=1) * radius) for z in (z1, z2))
+    z1, z2 = (
+        torch.where(z.norm(dim=1, keepdim=True) < radius, z, F.normalize(z, dim=1) * radius) for z in (z1, z2)
+    )
     b = z1.shape[0]
     cross = z1 @ z2.T
     off = ~torch.eye(b, dtype=torch.bool)
@@ -281,5 +285,7 @@ def test_open_clip_loss_equals_our_clip_module_at_its_own_scale() -> None:
     image, text = _views(2, seed=6)
     ours = cl.ClipLoss()
     theirs = open_clip_loss.ClipLoss()(image, text, ours.scale())  # open_clip passes exp(logit_scale)
-    assert math.isclose(float(ours(image, text).detach()), float(theirs.detach()), rel_tol=1e-6)  # float32 scale
-    assert math.isclose(float(ours.logit_scale.detach().exp()), 1 / 0.07, rel_tol=1e-6)  # a log, as in open_clip
+    # the scale is a float32 parameter: agreement to float32 precision
+    assert math.isclose(float(ours(image, text).detach()), float(theirs.detach()), rel_tol=1e-6)
+    # the parameter is the log of the multiplier, as open_clip's model.logit_scale
+    assert math.isclose(float(ours.logit_scale.detach().exp()), 1 / 0.07, rel_tol=1e-6)

@@ -11,7 +11,8 @@ def missing_kit_error(exc: ModuleNotFoundError) -> ImportError:
     missing = exc.name or "a dependency"
     error = ImportError(
         f"contrastive.testing (the conformance kit) needs {missing!r}, which is not installed. "
-        f'Install the kit\'s dependencies (pytest and hypothesis) with: pip install "contrastive-kit[{KIT_EXTRA}]" '
+        "Install the kit's dependencies (pytest and hypothesis) with: "
+        f'pip install "contrastive-kit[{KIT_EXTRA}]" '
         f'(from a checkout: pip install ".[{KIT_EXTRA}]"), or just: pip install hypothesis'
     )
     error.name = exc.name

@@ -29,7 +29,7 @@ class ConformanceError(AssertionError):
 
 
 class ConformanceWarning(UserWarning):
-    """Some checks did not run because the plugin, given as an instance, cannot be rebuilt with other options."""
+    """Some checks did not run: the plugin, given as an instance, cannot be rebuilt with other options."""
 
 
 @dataclass
