@@ -55,22 +55,25 @@ def logit_scale_as_labels(labels: object, *, function: bool = False) -> str | No
     if not (isinstance(labels, Tensor) and labels.is_floating_point() and labels.numel() == 1):
         return None
     value = _quoted_scalar(labels)
-    log_value = float(value)
-    log_hint = f"math.log({value}) = {math.log(log_value):.6g}" if log_value > 0 else "its logarithm"
+    log_hint = f"math.log({value}) = {math.log(float(value)):.6g}" if float(value) > 0 else "its logarithm"
     start = (
         f"labels is a floating tensor holding one value ({value}), which looks like open_clip's "
         "call ClipLoss()(image_features, text_features, logit_scale), where logit_scale is the "
-        "multiplier exp(theta) of the model's learnable log-scale theta. "
+        "multiplier exp(theta) of the model's learnable log-scale theta. Labels here are integer "
+        "class ids of shape (batch,), and logit_scale means theta itself, the log of the multiplier, "
+        "as open_clip's model.logit_scale parameter. "
     )
     if function:
         return start + (
-            "Labels here are integer class ids of shape (batch,); pass the scale by keyword, "
-            "logit_scale=..., in the convention documented by clip_loss, or use the ClipLoss module, "
-            "which owns theta as its parameter"
+            "Pass it by keyword, without the exponential: "
+            "clip_loss(image_features, text_features, logit_scale=model.logit_scale), "
+            f"or for a fixed multiplier logit_scale={log_hint}"
         )
     return start + (
-        "Here the ClipLoss module owns theta itself (its parameter logit_scale is the log of the "
-        "multiplier, initialised to log(1/0.07) as in open_clip): call loss(image_features, "
-        f"text_features), create it as contrastive.ClipLoss(logit_scale={log_hint}) to start from "
-        "this scale, and give loss.parameters() to the optimizer instead of the model's logit_scale"
+        "The ClipLoss module owns theta as its parameter (initialised to log(1/0.07) as in open_clip): "
+        "call loss(image_features, text_features), create it as "
+        f"contrastive.ClipLoss(logit_scale={log_hint}) to start from this multiplier, and give "
+        "loss.parameters() to the optimizer instead of the model's logit_scale; to keep theta in "
+        "your model, call contrastive.functional.clip(image_features, text_features, "
+        "logit_scale=model.logit_scale)"
     )

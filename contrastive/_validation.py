@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -12,8 +13,11 @@ from contrastive._call_styles import labels_among_views
 Tensor = torch.Tensor
 
 
-def check_embeddings(x: object, name: str) -> Tensor:
-    """Return ``x`` if it is a finite 2-D floating tensor, else raise ValueError naming ``name``."""
+def check_embeddings(x: object, name: str, finite: bool = True) -> Tensor:
+    """Return ``x`` if it is a (``finite``: finite) 2-D floating tensor, else raise ValueError naming ``name``.
+
+    Only the finiteness check reads from the device.
+    """
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (batch, dim), got {type(x).__name__}")
     if x.dim() != 2 or not x.is_floating_point():
@@ -21,19 +25,21 @@ def check_embeddings(x: object, name: str) -> Tensor:
             f"{name} must be a 2-D floating tensor (batch, dim), "
             f"got shape {tuple(x.shape)} and dtype {x.dtype}"
         )
-    if not bool(torch.isfinite(x).all()):
+    if finite and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN or Inf value(s); embeddings must be finite")
     return x
 
 
-def check_views(views: Sequence[object], min_views: int = 1, name: str = "views") -> list[Tensor]:
-    """Return the views as a list after checking they are finite, equally shaped and hold >= 2 samples."""
+def check_views(
+    views: Sequence[object], min_views: int = 1, name: str = "views", finite: bool = True
+) -> list[Tensor]:
+    """Return the views as a list after checking they are (``finite``: finite,) equally shaped, >= 2 samples."""
     if len(views) < min_views:
         raise ValueError(f"{name} must hold at least {min_views} tensor(s), got {len(views)}")
     if (message := labels_among_views(views, name)) is not None:  # PML's loss(embeddings, labels)
         raise ValueError(message)
-    checked = [check_embeddings(v, f"{name}[{i}]") for i, v in enumerate(views)]
+    checked = [check_embeddings(v, f"{name}[{i}]", finite) for i, v in enumerate(views)]
     first = checked[0]
     for i, v in enumerate(checked[1:], start=1):
         if v.shape != first.shape:
@@ -65,13 +71,20 @@ def check_labels(labels: object, batch_size: int, name: str = "labels") -> Tenso
 
 
 def check_temperature(temperature: object, name: str = "temperature") -> None:
-    """Raise ValueError unless ``temperature`` is a finite positive float or scalar tensor."""
+    """Raise ValueError unless ``temperature`` is a finite positive real number or scalar tensor/array.
+
+    Any real number type (``float``, ``int``, ``numpy.float32``, ...), 0-d NumPy arrays and
+    one-element tensors are accepted; a tensor's value is read from the device.
+    """
     if isinstance(temperature, Tensor):
         if temperature.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(temperature.shape)}")
         value = float(temperature.detach())
-    elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+    elif isinstance(temperature, numbers.Real) and not isinstance(temperature, bool):
         value = float(temperature)
+    elif getattr(temperature, "shape", None) == () and hasattr(temperature, "dtype") and getattr(
+        temperature.dtype, "kind", "") in ("f", "i", "u"):
+        value = float(temperature)  # a 0-d NumPy array
     else:
         raise ValueError(f"{name} must be a positive float or a scalar tensor, got {temperature!r}")
     if not (math.isfinite(value) and value > 0):

@@ -74,8 +74,18 @@ def test_open_clip_style_call_of_the_module_gets_the_helpful_error() -> None:
 
 
 def test_open_clip_style_call_of_the_function_gets_the_helpful_error() -> None:
-    with pytest.raises(ValueError, match=r"open_clip.*logit_scale=\.\.\."):
-        clip_loss(Z, T, 1 / 0.07, torch.tensor(1 / 0.07))
+    # open_clip's positional order: the scale lands where labels are
+    with pytest.raises(ValueError, match=r"open_clip.*logit_scale=model\.logit_scale"):
+        clip_loss(Z, T, torch.tensor(1 / 0.07))
+
+
+def test_the_function_fix_the_message_gives_equals_the_module() -> None:
+    theta = torch.tensor(math.log(20.0))
+    message = logit_scale_as_labels(theta.exp(), function=True)
+    assert message is not None and "logit_scale=math.log(20)" in message
+    torch.testing.assert_close(
+        clip_loss(Z, T, logit_scale=theta), cl.ClipLoss(logit_scale=math.log(20.0))(Z, T)
+    )
 
 
 def test_the_open_clip_fix_the_message_gives_matches_open_clip() -> None:

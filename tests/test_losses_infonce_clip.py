@@ -61,41 +61,64 @@ def test_clip_matches_the_symmetric_cross_entropy(vs, scale: float, backend: str
     logits = scale * F.normalize(image, dim=1) @ F.normalize(text, dim=1).T
     target = torch.arange(image.shape[0])
     expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-    assert torch.allclose(clip(image, text, scale, backend=backend, block_size=4), expected, rtol=1e-10)
+    for block in (4, None):
+        ours = clip(image, text, logit_scale=math.log(scale), backend=backend, block_size=block)
+        assert torch.allclose(ours, expected, rtol=1e-10)
 
 
 @given(vs=views(min_views=2, max_views=2), scale=st.floats(1.0, 100.0))
 def test_clip_is_symmetric_in_its_modalities(vs, scale: float) -> None:
     image, text = vs
-    assert torch.allclose(clip(image, text, scale), clip(text, image, scale), rtol=1e-12)
+    theta = math.log(scale)
+    assert torch.allclose(clip(image, text, logit_scale=theta), clip(text, image, logit_scale=theta), rtol=1e-12)
 
 
-def test_clip_logit_scale_is_learnable_initialised_like_clip_and_capped() -> None:
+def test_clip_logit_scale_is_learnable_initialised_like_clip_and_capped_by_a_clamp() -> None:
     loss_fn = ClipLoss()
     assert isinstance(loss_fn.logit_scale, torch.nn.Parameter)
     assert math.isclose(float(loss_fn.logit_scale.detach()), math.log(1 / 0.07), rel_tol=1e-6)
     image, text = gaussian((6, 4), 0, dtype=torch.float32), gaussian((6, 4), 1, dtype=torch.float32)
     loss_fn(image, text).backward()
     assert loss_fn.logit_scale.grad is not None and float(loss_fn.logit_scale.grad) != 0.0
+    # the cap is applied to the parameter, not inside forward: θ above the cap still has a gradient ...
     with torch.no_grad():
         loss_fn.logit_scale.fill_(10.0)
-    assert float(loss_fn.scale().detach()) == 100.0
     loss_fn.logit_scale.grad = None
     loss_fn(image, text).backward()
-    assert float(loss_fn.logit_scale.grad) == 0.0
+    assert float(loss_fn.logit_scale.grad) != 0.0
+    # ... and the clamp (after an optimiser step, as CLIP does) brings it back to log(100)
+    optimizer = torch.optim.SGD(loss_fn.parameters(), lr=0.0)
+    handle = loss_fn.register_clamp(optimizer)
+    optimizer.step()
+    assert math.isclose(float(loss_fn.scale().detach()), 100.0, rel_tol=1e-6)
+    handle.remove()
+    with torch.no_grad():
+        loss_fn.logit_scale.fill_(3.0)
+    optimizer.step()
+    assert float(loss_fn.logit_scale.detach()) == 3.0
+
+
+def test_clip_module_and_function_read_logit_scale_alike() -> None:
+    # the same number means the same thing everywhere: θ, the log of the multiplier
+    image, text = gaussian((6, 4), 6, dtype=torch.float32), gaussian((6, 4), 7, dtype=torch.float32)
+    module = ClipLoss(logit_scale=2.5)
+    assert torch.allclose(module(image, text), clip(image, text, logit_scale=2.5))
+    assert torch.allclose(module(image, text), clip(image, text, logit_scale=module.logit_scale))
 
 
 def test_clip_logit_scale_gradient_matches_finite_differences() -> None:
     image, text = gaussian((5, 3), 2), gaussian((5, 3), 3)
     theta = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: clip(image, text, t.exp(), block_size=2), (theta,))
+    for block in (2, None):
+        assert torch.autograd.gradcheck(lambda t: clip(image, text, logit_scale=t, block_size=block), (theta,))
 
 
 def test_clip_with_shared_labels_treats_them_as_positives() -> None:
     image, text = gaussian((4, 3), 4), gaussian((4, 3), 5)
-    unique = clip(image, text, 5.0, labels=torch.tensor([9, 8, 7, 6]))
-    assert torch.allclose(unique, clip(image, text, 5.0), rtol=1e-12)
-    shared = clip(image, text, 5.0, labels=torch.tensor([0, 0, 1, 1]))
+    theta = math.log(5.0)
+    unique = clip(image, text, torch.tensor([9, 8, 7, 6]), logit_scale=theta)
+    assert torch.allclose(unique, clip(image, text, logit_scale=theta), rtol=1e-12)
+    shared = clip(image, text, torch.tensor([0, 0, 1, 1]), logit_scale=theta)
     assert torch.isfinite(shared) and not torch.allclose(shared, unique)
 
 

@@ -111,7 +111,7 @@ def test_every_sampler_works_with_every_loss_on_both_backends(
         "nt_xent": lambda a, b, o: nt_xent(a, b, negatives=negatives, **o),
         "supcon": lambda a, b, o: supcon(a, b, labels=y, **o),
         "infonce": lambda a, b, o: infonce(a, b, negatives, **o),
-        "clip": lambda a, b, o: clip(a, b, 1 / o.pop("temperature"), **o),
+        "clip": lambda a, b, o: clip(a, b, logit_scale=-math.log(o.pop("temperature")), **o),
     }
     for name, call in calls.items():
         results = []

@@ -1,187 +1,116 @@
-"""The chunked engine: row statistics tile by tile, with an O(N) memory autograd.
+r"""The chunked engine: row statistics tile by tile, with an O(N) memory autograd.
 
-Forward walks ``block x block`` tiles of ``s = z·cᵀ/τ`` and merges each tile's
-log-sum-exp into running per-anchor statistics. Only the inputs and the O(M·E)
-statistics are saved; backward recomputes every tile and applies
+Forward walks ``block x block`` tiles of ``s = a·cᵀ/τ`` (:func:`~contrastive.engine.tiles.walk`)
+and folds each tile's terms into running per-line statistics. Unless the problem is small
+enough to keep its tiles (``keep``), only the inputs and the O(M·K) statistics are saved and
+backward recomputes every tile, forms
 
 .. math::
 
-    \\frac{\\partial L}{\\partial s_{ij}} =
-    \\sum_e g_{ie}\\,\\gamma_e\\, e^{\\gamma_e s_{ij} - \\mathrm{lse}_{ie}}[j \\in N(i)]
-    + \\big(h_i\\, e^{s_{ij} - \\mathrm{pos\\_lse}_i} + k_i\\big)[j \\in P(i)],
+    \frac{\partial L}{\partial s_{ij}} = \sum_k g_{ik}\,\gamma_k\, e^{\gamma_k s_{ij} - \mathrm{lse}_{ik}}
+        [j \in \text{set}_k(i)]
 
-then ``dZ = dS·C/τ``, ``dC = dSᵀ·Z/τ`` and ``d(1/τ) = Σ_i <z_i, (dS·C)_i>``. When the
-anchors are the candidates (NT-Xent, SupCon), only tiles on and above the
-diagonal are computed and each serves both its rows and its columns.
-Works on any torch device; fp16/bf16 are accumulated in fp32.
+and accumulates ``dA = dS·C/τ``, ``dC = dSᵀ·A/τ`` and ``d(1/τ) = Σ_i <a_i, (dS·C)_i>``.
+
+Three problems share the one tile walker:
+
+* ``rows``: anchors against distinct candidates (statistics of the anchors);
+* ``symmetric``: the anchors against themselves, own column excluded; only tiles on and
+  above the diagonal are formed, each serving its rows and its columns;
+* ``dual``: both directions of one matrix (CLIP), statistics of the rows and of the columns
+  from each tile, and one backward for both.
+
+Works on any torch device; fp16/bf16 are accumulated in fp32. Nothing reads a value back
+from the device, so the passes run without host synchronisation and trace under
+``torch.compile``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from contrastive.engine.reference import compute_dtype
-from contrastive.engine.tiles import (
-    NEG_INF,
-    TileGradient,
-    is_direct_safe,
-    negative_terms,
-    reduce_tile,
-    tile_masks,
-)
+from contrastive.engine.tiles import Accumulator, TermSpec, TileGradient, TileMasks, tile_gradient, tile_terms, walk
 
 Tensor = torch.Tensor
+MODES = ("rows", "symmetric", "dual")
 
 
-def _merge(lse: Tensor, pos_lse: Tensor, pos_sum: Tensor, rows: slice, tile: tuple) -> None:
-    """Fold one tile's statistics into the running statistics of ``rows`` (in place)."""
-    t_neg, t_pos_lse, t_pos_sum = tile
-    lse[rows] = torch.logaddexp(lse[rows], t_neg)
-    if t_pos_lse is not None:
-        pos_lse[rows] = torch.logaddexp(pos_lse[rows], t_pos_lse)
-        pos_sum[rows] += t_pos_sum
+class ChunkedStats(torch.autograd.Function):
+    """Log-sum-exp statistics of ``s = anchors · candidatesᵀ · inv_tau``, tile by tile.
 
-
-def _empty_stats(m: int, e: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Return running statistics for ``m`` anchors before any tile: (-inf, -inf, 0)."""
-    lse = torch.full((m, e), NEG_INF, dtype=like.dtype, device=like.device)
-    pos_lse = torch.full((m,), NEG_INF, dtype=like.dtype, device=like.device)
-    return lse, pos_lse, torch.zeros(m, dtype=like.dtype, device=like.device)
-
-
-def _gradient(
-    grads: tuple[Tensor | None, ...], lse: Tensor, pos_lse: Tensor, exponents: Sequence[float], direct: bool
-) -> TileGradient:
-    """Build the tile gradient from autograd's incoming gradients (None means zeros)."""
-    g_neg, g_pos_lse, g_pos_sum = (
-        torch.zeros_like(ref) if g is None else g.to(ref.dtype)
-        for g, ref in zip(grads, (lse, pos_lse, pos_lse), strict=True)
-    )
-    gammas = torch.tensor(exponents, dtype=lse.dtype, device=lse.device)
-    return TileGradient(lse, pos_lse, g_neg * gammas, g_pos_lse, g_pos_sum, direct)
-
-
-class ChunkedRowStats(torch.autograd.Function):
-    """Row statistics of ``anchors`` against distinct ``candidates``, tile by tile."""
+    ``forward(anchors, candidates, inv_tau, row_labels, col_labels, self_col, spec, mode, block, keep)``
+    returns ``lse (M, K)``, and for ``mode="dual"`` also the columns' ``(N, K)``.
+    ``candidates`` is None for ``mode="symmetric"``.
+    """
 
     @staticmethod
-    def forward(
-        ctx, anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, exponents, block
-    ):  # type: ignore[override]
-        """Compute ``(neg_lse, pos_lse, pos_sum)`` keeping one tile alive at a time."""
+    def forward(ctx, anchors, candidates, inv_tau, row_labels, col_labels, self_col,  # type: ignore[override]
+                spec, mode, block, keep):
+        """Walk the tiles once; keep them for backward when ``keep``."""
+        symmetric, dual = mode == "symmetric", mode == "dual"
         dtype = compute_dtype(anchors.dtype)
-        a = anchors.to(dtype) * inv_tau
-        c = candidates.to(dtype)
-        direct = is_direct_safe(anchors.to(dtype), c, inv_tau, exponents)
-        lse, pos_lse, pos_sum = _empty_stats(a.shape[0], len(exponents), a)
-        for i0 in range(0, a.shape[0], block):
-            rows = slice(i0, i0 + block)
-            for j0 in range(0, c.shape[0], block):
-                cols = slice(j0, j0 + block)
-                sim = a[rows] @ c[cols].T
-                same, positive = tile_masks(
-                    anchor_labels[rows], candidate_labels[cols], anchor_index[rows], j0
-                )
-                negatives = negative_terms(sim, same, exponents, direct)
-                _merge(lse, pos_lse, pos_sum, rows, reduce_tile(sim, negatives, positive, 1, direct))
-        ctx.save_for_backward(
-            anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, lse, pos_lse
-        )
-        ctx.exponents, ctx.block, ctx.direct = tuple(exponents), block, direct
-        return lse, pos_lse, pos_sum
+        a = anchors.to(dtype)
+        c = a if symmetric else candidates.to(dtype)
+        scaled = a * inv_tau
+        masks = TileMasks(row_labels, col_labels, self_col, symmetric)
+        rows_acc = Accumulator(a.shape[0], spec, a)
+        cols_acc = Accumulator(c.shape[0], spec, a) if dual else rows_acc
+        kept: list[Tensor] = []
+        for rows, cols, diagonal in walk(a.shape[0], c.shape[0], block, upper=symmetric):
+            terms = tile_terms(scaled[rows] @ c[cols].T, spec, masks, rows, cols, diagonal)
+            rows_acc.add(terms, rows, dim=1)
+            if dual or (symmetric and not diagonal):
+                cols_acc.add(terms, cols, dim=0)
+            if keep:
+                kept.extend(terms)
+        lse = rows_acc.lse()
+        outputs = (lse, cols_acc.lse()) if dual else (lse,)
+        ctx.save_for_backward(anchors, candidates, inv_tau, row_labels, col_labels, self_col, *outputs, *kept)
+        ctx.spec, ctx.mode, ctx.block, ctx.keep, ctx.outputs = spec, mode, block, keep, len(outputs)
+        return outputs if dual else lse
 
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[override]
-        """Recompute each tile and accumulate the gradients of anchors, candidates and 1/τ."""
-        anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, lse, pos_lse = (
-            ctx.saved_tensors
-        )
-        exponents, block, direct = ctx.exponents, ctx.block, ctx.direct
+        """Recompute (or reuse) each tile and accumulate the gradients of anchors, candidates and 1/τ."""
+        anchors, candidates, inv_tau, row_labels, col_labels, self_col, *rest = ctx.saved_tensors
+        spec, mode, block, keep = ctx.spec, ctx.mode, ctx.block, ctx.keep
+        symmetric, dual = mode == "symmetric", mode == "dual"
+        outputs, kept = rest[: ctx.outputs], rest[ctx.outputs :]
         dtype = compute_dtype(anchors.dtype)
-        a = anchors.to(dtype) * inv_tau
-        c = candidates.to(dtype)
-        gradient = _gradient(grads, lse, pos_lse, exponents, direct)
-        da, dc = torch.zeros_like(a), torch.zeros_like(c)
-        for i0 in range(0, a.shape[0], block):
-            rows = slice(i0, i0 + block)
-            for j0 in range(0, c.shape[0], block):
-                cols = slice(j0, j0 + block)
-                sim = a[rows] @ c[cols].T
-                same, positive = tile_masks(
-                    anchor_labels[rows], candidate_labels[cols], anchor_index[rows], j0
-                )
-                dsim = gradient.tile(sim, negative_terms(sim, same, exponents, direct), positive, rows, dim=1)
-                da[rows].addmm_(dsim, c[cols])
-                dc[cols].addmm_(dsim.T, a[rows])
-        # d(1/τ) = Σ dS_ij <anchors_i, c_j> = Σ_i <a_i, (dS·C)_i> / (1/τ)
-        grad_t = (
-            (torch.vdot(a.reshape(-1), da.reshape(-1)) / inv_tau).to(inv_tau.dtype)
-            if ctx.needs_input_grad[5]
-            else None
-        )
-        grad_a = (da * inv_tau).to(anchors.dtype) if ctx.needs_input_grad[0] else None
-        grad_c = dc.to(candidates.dtype) if ctx.needs_input_grad[1] else None
-        return grad_a, grad_c, None, None, None, grad_t, None, None
-
-
-class SymmetricChunkedRowStats(torch.autograd.Function):
-    """Row statistics of ``z`` against itself (each anchor excluded from its own row), upper tiles only."""
-
-    @staticmethod
-    def forward(ctx, z, labels, inv_tau, exponents, block):  # type: ignore[override]
-        """Compute ``(neg_lse, pos_lse, pos_sum)`` from the tiles on and above the diagonal."""
-        dtype = compute_dtype(z.dtype)
-        zc = z.to(dtype)  # no copy when z is already in the compute dtype
-        n = zc.shape[0]
-        direct = is_direct_safe(zc, zc, inv_tau, exponents)
-        lse, pos_lse, pos_sum = _empty_stats(n, len(exponents), zc)
-        index = torch.arange(n, device=z.device)
-        for i0 in range(0, n, block):
-            rows = slice(i0, i0 + block)
-            for j0 in range(i0, n, block):
-                cols = slice(j0, j0 + block)
-                sim = (zc[rows] @ zc[cols].T).mul_(inv_tau)  # scale the tile, not a copy of z
-                diagonal = i0 == j0
-                same, positive = tile_masks(labels[rows], labels[cols], index[rows] if diagonal else None, j0)
-                negatives = negative_terms(sim, same, exponents, direct)
-                _merge(lse, pos_lse, pos_sum, rows, reduce_tile(sim, negatives, positive, 1, direct))
-                if not diagonal:
-                    _merge(lse, pos_lse, pos_sum, cols, reduce_tile(sim, negatives, positive, 0, direct))
-        ctx.save_for_backward(z, labels, inv_tau, lse, pos_lse)
-        ctx.exponents, ctx.block, ctx.direct = tuple(exponents), block, direct
-        return lse, pos_lse, pos_sum
-
-    @staticmethod
-    def backward(ctx, *grads):  # type: ignore[override]
-        """Recompute the upper tiles; each adds its row and column contributions to dZ."""
-        z, labels, inv_tau, lse, pos_lse = ctx.saved_tensors
-        exponents, block, direct = ctx.exponents, ctx.block, ctx.direct
-        dtype = compute_dtype(z.dtype)
-        zc = z.to(dtype)
-        n = zc.shape[0]
-        gradient = _gradient(grads, lse, pos_lse, exponents, direct)
-        dz = torch.zeros_like(zc)
-        index = torch.arange(n, device=z.device)
-        for i0 in range(0, n, block):
-            rows = slice(i0, i0 + block)
-            for j0 in range(i0, n, block):
-                cols = slice(j0, j0 + block)
-                sim = (zc[rows] @ zc[cols].T).mul_(inv_tau)  # scale the tile, not a copy of z
-                diagonal = i0 == j0
-                same, positive = tile_masks(labels[rows], labels[cols], index[rows] if diagonal else None, j0)
-                negatives = negative_terms(sim, same, exponents, direct)
-                dsim = gradient.tile(sim, negatives, positive, rows, dim=1)
-                if not diagonal:
-                    dsim.add_(gradient.tile(sim, negatives, positive, cols, dim=0))
-                dz[rows].addmm_(dsim, zc[cols])
-                dz[cols].addmm_(dsim.T, zc[rows])
-        # Σ dS∘S = (1/τ)·½·Σ_i <z_i, dz_i>, so d(1/τ) = Σ dS∘S / (1/τ) = ½ Σ_i <z_i, dz_i>
-        grad_t = (
-            (0.5 * torch.vdot(zc.reshape(-1), dz.reshape(-1))).to(inv_tau.dtype)
-            if ctx.needs_input_grad[2]
-            else None
-        )
-        grad_z = dz.mul_(inv_tau).to(z.dtype) if ctx.needs_input_grad[0] else None
-        return grad_z, None, grad_t, None, None
+        a = anchors.to(dtype)
+        c = a if symmetric else candidates.to(dtype)
+        scaled = a * inv_tau
+        masks = TileMasks(row_labels, col_labels, self_col, symmetric)
+        rows_grad = TileGradient(outputs[0], grads[0], spec)
+        cols_grad = TileGradient(outputs[1], grads[1], spec) if dual else rows_grad
+        need_a, need_c, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        ga = torch.zeros_like(a)
+        gc = None if symmetric or not need_c else torch.zeros_like(c)
+        k = len(spec.gammas)
+        for t, (rows, cols, diagonal) in enumerate(walk(a.shape[0], c.shape[0], block, upper=symmetric)):
+            if keep:
+                terms = list(kept[t * k : (t + 1) * k])
+            else:
+                terms = tile_terms(scaled[rows] @ c[cols].T, spec, masks, rows, cols, diagonal)
+            both = dual or (symmetric and not diagonal)
+            dsim = tile_gradient(terms, rows_grad, rows, cols_grad if both else None, cols, inplace=not keep)
+            if symmetric:
+                if diagonal:
+                    ga[rows].addmm_(dsim + dsim.T, a[rows])
+                else:
+                    ga[rows].addmm_(dsim, a[cols])
+                    ga[cols].addmm_(dsim.T, a[rows])
+                continue
+            if need_a or need_t:
+                ga[rows].addmm_(dsim, c[cols])
+            if gc is not None:
+                gc[cols].addmm_(dsim.T, scaled[rows])
+        # d(1/τ) = Σ dS_ij <a_i, c_j> = Σ_i <a_i, (dS·C)_i>; symmetric tiles count each pair twice
+        grad_t = None
+        if need_t:
+            grad_t = torch.vdot(a.reshape(-1), ga.reshape(-1)) * (0.5 if symmetric else 1.0)
+            grad_t = grad_t.to(inv_tau.dtype)
+        grad_a = (ga * inv_tau).to(anchors.dtype) if need_a else None
+        grad_c = gc.to(candidates.dtype) if gc is not None else None
+        return grad_a, grad_c, grad_t, None, None, None, None, None, None, None

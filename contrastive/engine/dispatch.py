@@ -1,4 +1,14 @@
-"""``row_stats``: the one entry point of the engine, with input checks and backend dispatch."""
+"""``row_stats`` and ``dual_row_stats``: the engine's entry points, with input checks and backend dispatch.
+
+Self-similarity is explicit: ``row_stats(z)`` (``candidates=None``) is z against itself,
+each anchor's own column excluded; ``row_stats(z, z)`` is two sets that happen to be equal.
+
+Every choice of algorithm is made from Python-known values: the tile edge and whether a
+small problem keeps its tiles for backward from the shapes, direct or shifted
+exponentials from ``norm_bound`` and a float temperature (or, with ``validate_args=True``,
+from the values the checks read anyway). With ``validate_args=False`` nothing in forward
+or backward reads a value back from the device.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +18,10 @@ from collections.abc import Sequence
 import torch
 
 from contrastive._validation import check_temperature
-from contrastive.engine.chunked import ChunkedRowStats, SymmetricChunkedRowStats
+from contrastive.engine.chunked import ChunkedStats
 from contrastive.engine.reference import compute_dtype, reference_row_stats
-from contrastive.engine.stats import RowStats, label_counts
+from contrastive.engine.stats import RowStats, label_counts, positive_sums, self_is_positive
+from contrastive.engine.tiles import TermSpec, direct_is_safe
 from contrastive.engine.triton import (
     DualTritonRowStats,
     SymmetricTritonRowStats,
@@ -22,7 +33,11 @@ from contrastive.engine.triton import (
 Tensor = torch.Tensor
 
 BACKENDS = ("auto", "reference", "chunked", "triton")
-DEFAULT_BLOCK = 1024
+#: Tile edge of the chunked engine for problems too large to keep their tiles.
+DEFAULT_BLOCK = 512
+#: Problems whose tiles hold at most this many elements (all statistics together) are computed
+#: as one tile kept for backward: no recomputation, the cost of a materialised loss.
+KEEP_ELEMENTS = 2**22
 
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
@@ -43,157 +58,264 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | Non
     return backend
 
 
-def resolve_block_size(block_size: int | None, num_anchors: int, num_candidates: int) -> int:
-    """Return the tile edge: ``block_size`` if given, else 1024 (or the whole problem when smaller)."""
-    if block_size is None:
-        return max(1, min(DEFAULT_BLOCK, max(num_anchors, num_candidates)))
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+def check_block_size(block_size: object) -> int | None:
+    """Return ``block_size`` if it is a positive int or None (automatic); else raise ValueError."""
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
         raise ValueError(f"block_size must be a positive int or None (automatic), got {block_size!r}")
     return block_size
 
 
-def _check_inputs(
+def plan_tiles(block_size: int | None, m: int, n: int, terms: int) -> tuple[int, bool]:
+    """Return ``(tile edge, keep)``: one kept tile for small problems, else ``DEFAULT_BLOCK`` tiles."""
+    if block_size is not None:
+        return block_size, False
+    if m * n * terms <= KEEP_ELEMENTS:
+        return max(1, m, n), True
+    return DEFAULT_BLOCK, False
+
+
+def _check_shapes(
     anchors: Tensor,
-    candidates: Tensor,
+    candidates: Tensor | None,
     anchor_labels: Tensor,
     candidate_labels: Tensor,
-    anchor_index: Tensor,
+    anchor_index: Tensor | None,
     exponents: Sequence[float],
 ) -> None:
-    """Raise ValueError naming the first argument whose shape or dtype is inconsistent."""
+    """Raise ValueError naming the first argument whose shape or dtype is inconsistent (no device reads)."""
     for name, x in (("anchors", anchors), ("candidates", candidates)):
-        if x.dim() != 2 or not x.is_floating_point():
-            raise ValueError(
-                f"{name} must be a 2-D floating tensor, got shape {tuple(x.shape)} and dtype {x.dtype}"
-            )
-    if anchors.shape[1] != candidates.shape[1]:
+        if x is not None and (not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point()):
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            dtype = x.dtype if isinstance(x, Tensor) else None
+            raise ValueError(f"{name} must be a 2-D floating tensor, got shape {shape} and dtype {dtype}")
+    other = anchors if candidates is None else candidates
+    if anchors.shape[1] != other.shape[1]:
         raise ValueError(
             "anchors and candidates must share their last dimension, "
-            f"got {anchors.shape[1]} and {candidates.shape[1]}"
+            f"got {anchors.shape[1]} and {other.shape[1]}"
         )
-    if anchors.dtype != candidates.dtype:
-        raise ValueError(
-            f"anchors and candidates must share a dtype, got {anchors.dtype} and {candidates.dtype}"
-        )
-    for name, x, n in (
-        ("anchor_labels", anchor_labels, anchors.shape[0]),
-        ("candidate_labels", candidate_labels, candidates.shape[0]),
-        ("anchor_index", anchor_index, anchors.shape[0]),
-    ):
-        if x.shape != (n,) or x.dtype != torch.long:
+    if anchors.dtype != other.dtype:
+        raise ValueError(f"anchors and candidates must share a dtype, got {anchors.dtype} and {other.dtype}")
+    checks = [("anchor_labels", anchor_labels, anchors.shape[0]), ("candidate_labels", candidate_labels,
+                                                                   other.shape[0])]
+    if anchor_index is not None:
+        checks.append(("anchor_index", anchor_index, anchors.shape[0]))
+    for name, x, n in checks:
+        if not isinstance(x, Tensor) or x.shape != (n,) or x.dtype != torch.long:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(
-                f"{name} must be an int64 tensor of shape ({n},), "
-                f"got shape {tuple(x.shape)} and dtype {x.dtype}"
+                f"{name} must be an int64 tensor of shape ({n},), got shape {shape} and dtype "
+                f"{getattr(x, 'dtype', None)}"
             )
-    if anchor_index.numel() and (
-        int(anchor_index.max()) >= candidates.shape[0] or int(anchor_index.min()) < -1
-    ):
-        raise ValueError(f"anchor_index must lie in [-1, {candidates.shape[0] - 1}]")
-    if len(exponents) == 0 or not all(math.isfinite(float(g)) for g in exponents):
+    if len(exponents) == 0 or not all(math.isfinite(g) for g in exponents):
         raise ValueError(f"exponents must be a non-empty sequence of finite floats, got {tuple(exponents)!r}")
 
 
-def _inverse_temperature(temperature: float | Tensor, anchors: Tensor) -> Tensor:
-    """Return 1/τ as a 0-d tensor in the accumulation dtype of ``anchors`` (differentiable if τ is)."""
-    dtype = compute_dtype(anchors.dtype)
+def _check_values(anchor_index: Tensor | None, num_candidates: int, temperature: float | Tensor) -> None:
+    """The checks that read from the device (``validate_args=True``): index range and temperature."""
+    if anchor_index is not None and anchor_index.numel():
+        low, high = torch.aminmax(anchor_index)
+        if int(high) >= num_candidates or int(low) < -1:
+            raise ValueError(f"anchor_index must lie in [-1, {num_candidates - 1}]")
+    check_temperature(temperature)
+
+
+def _inverse_temperature(temperature: float | Tensor, like: Tensor) -> Tensor:
+    """Return 1/τ as a 0-d tensor in the accumulation dtype of ``like`` (differentiable if τ is)."""
+    dtype = compute_dtype(like.dtype)
     if isinstance(temperature, Tensor):
-        return 1.0 / temperature.reshape(()).to(dtype)
-    return torch.tensor(1.0 / temperature, dtype=dtype, device=anchors.device)
+        return 1.0 / temperature.reshape(()).to(device=like.device, dtype=dtype)
+    return torch.tensor(1.0 / temperature, dtype=dtype, device=like.device)
+
+
+def _similarity_bound(
+    anchors: Tensor, candidates: Tensor | None, temperature: float | Tensor, norm_bound: float | None,
+    validate_args: bool,
+) -> float | None:
+    """A Python-known bound of ``|s_ij|``, or None when it would have to be read from the device.
+
+    ``norm_bound`` bounds the row norms (1 for normalised embeddings); a float temperature is
+    known. With ``validate_args`` the checks read from the device anyway, so the row norms and
+    a tensor temperature are read too (two reads, whatever the size).
+    """
+    if isinstance(temperature, Tensor):
+        if not validate_args:
+            return None
+        temperature = float(temperature.detach())
+    if norm_bound is not None:
+        return norm_bound * norm_bound / temperature
+    if not validate_args or anchors.numel() == 0:
+        return None
+    other = anchors if candidates is None else candidates
+    if other.numel() == 0:
+        return None
+    norms = torch.stack([anchors.detach().norm(dim=1).max(), other.detach().norm(dim=1).max()]).double()
+    return float(norms.prod()) / temperature
 
 
 def row_stats(
     anchors: Tensor,
-    candidates: Tensor,
-    anchor_labels: Tensor,
+    candidates: Tensor | None = None,
+    anchor_labels: Tensor | None = None,
     candidate_labels: Tensor | None = None,
+    *,
     anchor_index: Tensor | None = None,
     temperature: float | Tensor = 1.0,
     exponents: Sequence[float] = (1.0,),
+    joint: bool = False,
+    norm_bound: float | None = None,
     backend: str = "auto",
     block_size: int | None = None,
+    validate_args: bool = True,
 ) -> RowStats:
     """Return the :class:`RowStats` of ``s = anchors · candidatesᵀ / temperature``.
 
-    ``anchor_index[i]`` is anchor i's own column among the candidates (excluded from
-    its positives) or -1. When ``candidates is anchors``, ``candidate_labels`` and
-    ``anchor_index`` default to the anchors' labels and ``arange(M)``, and the
-    chunked backend uses the symmetric (upper-tile) path. Otherwise they default to
-    ``anchor_labels`` (which then must fit) and "no anchor among the candidates".
-    Candidates whose label no anchor carries are pure negatives (e.g. a queue).
+    ``candidates=None`` is the anchors against themselves, each anchor's own column left out
+    (``candidate_labels`` and ``anchor_index`` must then be None). Otherwise
+    ``anchor_index[i]`` is anchor i's own column among the candidates (left out of its
+    positives) or -1, and None means "no anchor among the candidates". ``anchor_labels``
+    default to one label per anchor; ``candidate_labels`` to ``anchor_labels`` (which then
+    must fit). Candidates whose label no anchor carries are pure negatives (e.g. a queue).
+
+    ``joint=True`` computes only ``all_lse`` (every candidate but the anchor itself, the
+    uniform denominator: no label mask inside the tiles) instead of ``neg_lse``/``pos_lse``.
+    ``norm_bound`` is a known bound of the row norms (1 for normalised embeddings): with a
+    float temperature it lets the engine use unshifted exponentials without reading the data.
+    ``validate_args=False`` skips every check that reads from the device.
     """
-    symmetric_input = candidates is anchors
+    symmetric = candidates is None
+    if symmetric and (candidate_labels is not None or anchor_index is not None):
+        raise ValueError(
+            "candidates=None means the anchors against themselves (own column excluded): "
+            "candidate_labels and anchor_index must then be None"
+        )
+    if anchor_labels is None:
+        anchor_labels = torch.arange(anchors.shape[0], device=anchors.device)
     if candidate_labels is None:
         candidate_labels = anchor_labels
-    if anchor_index is None:
-        anchor_index = (
-            torch.arange(anchors.shape[0], device=anchors.device)
-            if symmetric_input
-            else torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
-        )
     exponents = tuple(float(g) for g in exponents)
-    _check_inputs(anchors, candidates, anchor_labels, candidate_labels, anchor_index, exponents)
-    check_temperature(temperature)
+    _check_shapes(anchors, candidates, anchor_labels, candidate_labels, anchor_index, exponents)
+    if not isinstance(temperature, Tensor):
+        check_temperature(temperature)
+    other = anchors if symmetric else candidates
+    if validate_args:
+        _check_values(anchor_index, other.shape[0], temperature)
+    index = anchor_index
+    if symmetric:
+        index = torch.arange(anchors.shape[0], device=anchors.device)
+    elif index is None:
+        index = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
     name = resolve_backend(backend, anchors.device, anchors.dtype)
     if name == "reference":
-        return reference_row_stats(
-            anchors, candidates, anchor_labels, candidate_labels, anchor_index, temperature, exponents
-        )
-    block = resolve_block_size(block_size, anchors.shape[0], candidates.shape[0])
+        stats = reference_row_stats(anchors, other, anchor_labels, candidate_labels, index, temperature,
+                                    exponents)
+        return stats._replace(neg_lse=None, pos_lse=None) if joint else stats._replace(all_lse=None)
+    counts = label_counts(anchor_labels, candidate_labels, index)
     inv_tau = _inverse_temperature(temperature, anchors)
-    symmetric = (
-        symmetric_input
-        and (candidate_labels is anchor_labels or torch.equal(candidate_labels, anchor_labels))
-        and torch.equal(anchor_index, torch.arange(anchors.shape[0], device=anchors.device))
-    )
-    general, symmetric_fn = ChunkedRowStats, SymmetricChunkedRowStats
-    if name == "triton":  # the kernels choose their own tiles unless block_size is given
-        general, symmetric_fn, block = TritonRowStats, SymmetricTritonRowStats, block_size
-    if symmetric:
-        lse, pos_lse, pos_sum = symmetric_fn.apply(anchors, anchor_labels, inv_tau, exponents, block)
+    if name == "triton":
+        return _triton_row_stats(anchors, candidates, anchor_labels, candidate_labels, index, inv_tau,
+                                 exponents, joint, block_size, counts)
+    spec = TermSpec(exponents, joint, direct_is_safe(
+        _similarity_bound(anchors, candidates, temperature, norm_bound, validate_args), exponents,
+        compute_dtype(anchors.dtype)))
+    block, keep = plan_tiles(check_block_size(block_size), anchors.shape[0], other.shape[0], len(spec.gammas))
+    self_col = None if symmetric else torch.where(
+        self_is_positive(anchor_labels, candidate_labels, index), index, torch.full_like(index, -1))
+    labels = (None, None) if joint else (anchor_labels, candidate_labels)
+    lse = ChunkedStats.apply(anchors, candidates, inv_tau, *labels, self_col, spec,
+                             "symmetric" if symmetric else "rows", block, keep)
+    return _stats(lse, anchors, candidates, anchor_labels, candidate_labels, index, inv_tau, spec, counts)
+
+
+def _stats(lse: Tensor, anchors: Tensor, candidates: Tensor | None, anchor_labels: Tensor,
+           candidate_labels: Tensor, index: Tensor | None, inv_tau: Tensor, spec: TermSpec,
+           counts: tuple[Tensor, Tensor]) -> RowStats:
+    """Assemble :class:`RowStats` from the chunked engine's ``(M, K)`` log-sum-exps."""
+    dtype = compute_dtype(anchors.dtype)
+    pos_sum = positive_sums(anchors.to(dtype), None if candidates is None else candidates.to(dtype),
+                            anchor_labels, candidate_labels, index, inv_tau)
+    if spec.joint:
+        return RowStats(None, None, pos_sum, *counts, spec.exponents, lse[:, 0])
+    e = len(spec.exponents)
+    return RowStats(lse[:, :e], lse[:, e], pos_sum, *counts, spec.exponents)
+
+
+def _triton_row_stats(anchors: Tensor, candidates: Tensor | None, anchor_labels: Tensor,
+                      candidate_labels: Tensor, index: Tensor, inv_tau: Tensor, exponents: tuple[float, ...],
+                      joint: bool, block_size: int | None, counts: tuple[Tensor, Tensor]) -> RowStats:
+    """Row statistics from the fused kernels (joint statistics are combined from the split ones)."""
+    exponents = (1.0,) if joint else exponents
+    if candidates is None:
+        out = SymmetricTritonRowStats.apply(anchors, anchor_labels, inv_tau, exponents, block_size)
     else:
-        lse, pos_lse, pos_sum = general.apply(
-            anchors, candidates, anchor_labels, candidate_labels, anchor_index, inv_tau, exponents, block
-        )
-    pos_count, neg_count = label_counts(anchor_labels, candidate_labels, anchor_index)
-    return RowStats(lse, pos_lse, pos_sum, pos_count, neg_count, exponents)
+        out = TritonRowStats.apply(anchors, candidates, anchor_labels, candidate_labels, index, inv_tau,
+                                   exponents, block_size)
+    return _joined(RowStats(*out, *counts, exponents), joint)
+
+
+def _joined(stats: RowStats, joint: bool) -> RowStats:
+    """Return ``stats`` in joint form (``all_lse`` from ``neg_lse`` and ``pos_lse``) when ``joint``."""
+    if not joint:
+        return stats
+    return stats._replace(neg_lse=None, pos_lse=None,
+                          all_lse=torch.logaddexp(stats.neg_lse_at(1.0), stats.pos_lse))
 
 
 def dual_row_stats(
     anchors: Tensor,
     candidates: Tensor,
-    anchor_labels: Tensor,
+    anchor_labels: Tensor | None = None,
     candidate_labels: Tensor | None = None,
+    *,
     temperature: float | Tensor = 1.0,
     exponents: Sequence[float] = (1.0,),
+    joint: bool = False,
+    norm_bound: float | None = None,
     backend: str = "auto",
     block_size: int | None = None,
+    validate_args: bool = True,
 ) -> tuple[RowStats, RowStats]:
     """Return the :class:`RowStats` of anchors against candidates and of candidates against anchors.
 
     Both directions of one similarity matrix with no self column on either side, as CLIP's
     image-to-text and text-to-image terms: equal to two :func:`row_stats` calls (the second
-    with the roles swapped). The Triton backend shares one backward between the directions
-    (two passes over the tiles instead of four); the others make the two calls.
+    with the roles swapped), but each tile is formed once for both directions and one
+    backward serves both. Options as in :func:`row_stats`.
     """
+    if anchor_labels is None:
+        anchor_labels = torch.arange(anchors.shape[0], device=anchors.device)
     if candidate_labels is None:
         candidate_labels = anchor_labels
     exponents = tuple(float(g) for g in exponents)
+    _check_shapes(anchors, candidates, anchor_labels, candidate_labels, None, exponents)
+    if not isinstance(temperature, Tensor):
+        check_temperature(temperature)
+    if validate_args:
+        _check_values(None, candidates.shape[0], temperature)
     no_self = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
     no_self_back = torch.full((candidates.shape[0],), -1, dtype=torch.long, device=anchors.device)
-    _check_inputs(anchors, candidates, anchor_labels, candidate_labels, no_self, exponents)
-    check_temperature(temperature)
-    if resolve_backend(backend, anchors.device, anchors.dtype) != "triton":
-        # explicit "no self" both ways, also when one tensor is passed as both sides
-        return (
-            row_stats(anchors, candidates, anchor_labels, candidate_labels, no_self, temperature, exponents,
-                      backend, block_size),
-            row_stats(candidates, anchors, candidate_labels, anchor_labels, no_self_back, temperature,
-                      exponents, backend, block_size),
-        )
-    inv_tau = _inverse_temperature(temperature, anchors)
-    out = DualTritonRowStats.apply(
-        anchors, candidates, anchor_labels, candidate_labels, inv_tau, exponents, block_size
-    )
     counts = label_counts(anchor_labels, candidate_labels, no_self)
     back_counts = label_counts(candidate_labels, anchor_labels, no_self_back)
-    return RowStats(*out[:3], *counts, exponents), RowStats(*out[3:], *back_counts, exponents)
+    name = resolve_backend(backend, anchors.device, anchors.dtype)
+    options = {"temperature": temperature, "exponents": exponents, "joint": joint, "norm_bound": norm_bound,
+               "backend": name, "block_size": block_size, "validate_args": False}
+    if name == "reference":
+        return (row_stats(anchors, candidates, anchor_labels, candidate_labels, **options),
+                row_stats(candidates, anchors, candidate_labels, anchor_labels, **options))
+    inv_tau = _inverse_temperature(temperature, anchors)
+    if name == "triton":
+        split = (1.0,) if joint else exponents
+        out = DualTritonRowStats.apply(anchors, candidates, anchor_labels, candidate_labels, inv_tau, split,
+                                       block_size)
+        return (_joined(RowStats(*out[:3], *counts, split), joint),
+                _joined(RowStats(*out[3:], *back_counts, split), joint))
+    spec = TermSpec(exponents, joint, direct_is_safe(
+        _similarity_bound(anchors, candidates, temperature, norm_bound, validate_args), exponents,
+        compute_dtype(anchors.dtype)))
+    block, keep = plan_tiles(check_block_size(block_size), anchors.shape[0], candidates.shape[0],
+                             2 * len(spec.gammas))
+    labels = (None, None) if joint else (anchor_labels, candidate_labels)
+    lse, col_lse = ChunkedStats.apply(anchors, candidates, inv_tau, *labels, None, spec, "dual", block, keep)
+    return (_stats(lse, anchors, candidates, anchor_labels, candidate_labels, None, inv_tau, spec, counts),
+            _stats(col_lse, candidates, anchors, candidate_labels, anchor_labels, None, inv_tau, spec,
+                   back_counts))

@@ -34,10 +34,8 @@ def masked_logsumexp(x: Tensor, mask: Tensor, dim: int = 1) -> Tensor:
 
 def self_mask(anchor_index: Tensor, num_candidates: int) -> Tensor:
     """Return the ``(M, N)`` boolean mask that is True at each anchor's own column."""
-    mask = torch.zeros(anchor_index.numel(), num_candidates, dtype=torch.bool, device=anchor_index.device)
-    rows = torch.nonzero(anchor_index >= 0).squeeze(1)
-    mask[rows, anchor_index[rows]] = True
-    return mask
+    columns = torch.arange(num_candidates, device=anchor_index.device)
+    return (anchor_index[:, None] >= 0) & (columns[None, :] == anchor_index[:, None])
 
 
 def reference_row_stats(
@@ -49,7 +47,7 @@ def reference_row_stats(
     temperature: float | Tensor,
     exponents: Sequence[float] = (1.0,),
 ) -> RowStats:
-    """Compute :class:`RowStats` by materialising ``s = anchors · candidatesᵀ / temperature``."""
+    """Compute :class:`RowStats` (every field, ``all_lse`` too) by materialising ``s = anchors · candidatesᵀ / τ``."""
     dtype = compute_dtype(anchors.dtype)
     sim = anchors.to(dtype) @ candidates.to(dtype).T
     sim = sim / (temperature.to(dtype) if isinstance(temperature, Tensor) else temperature)
@@ -59,5 +57,8 @@ def reference_row_stats(
     neg_lse = torch.stack([masked_logsumexp(gamma * sim, negative) for gamma in exponents], dim=1)
     pos_lse = masked_logsumexp(sim, positive)
     pos_sum = torch.where(positive, sim, torch.zeros((), dtype=dtype, device=sim.device)).sum(dim=1)
+    all_lse = masked_logsumexp(sim, positive | negative)
     pos_count, neg_count = label_counts(anchor_labels, candidate_labels, anchor_index)
-    return RowStats(neg_lse, pos_lse, pos_sum, pos_count, neg_count, tuple(float(g) for g in exponents))
+    return RowStats(
+        neg_lse, pos_lse, pos_sum, pos_count, neg_count, tuple(float(g) for g in exponents), all_lse
+    )

@@ -19,26 +19,46 @@ class RowStats(NamedTuple):
     * ``pos_lse[i]`` :math:`= \log \sum_{j \in P(i)} e^{s_{ij}}`, shape ``(M,)``,
     * ``pos_sum[i]`` :math:`= \sum_{j \in P(i)} s_{ij}`, shape ``(M,)``,
     * ``pos_count[i]`` :math:`= |P(i)|` and ``neg_count[i]`` :math:`= |N(i)|` (integer, no gradient),
-    * ``exponents`` the :math:`\gamma_e`, one per column of ``neg_lse``.
+    * ``exponents`` the :math:`\gamma_e`, one per column of ``neg_lse``,
+    * ``all_lse[i]`` :math:`= \log \sum_{j \in P(i) \cup N(i)} e^{s_{ij}}`, shape ``(M,)``.
 
+    Statistics computed with ``joint=True`` (the uniform denominator, which needs no
+    label mask inside the tiles) hold ``all_lse`` and leave ``neg_lse`` and ``pos_lse``
+    None; the default (``joint=False``) leaves ``all_lse`` None.
     The log-sum-exp of an empty set is :math:`-\infty` (with zero gradient).
     """
 
-    neg_lse: Tensor
-    pos_lse: Tensor
+    neg_lse: Tensor | None
+    pos_lse: Tensor | None
     pos_sum: Tensor
     pos_count: Tensor
     neg_count: Tensor
     exponents: tuple[float, ...]
+    all_lse: Tensor | None = None
 
     def neg_lse_at(self, exponent: float) -> Tensor:
         """Return the ``(M,)`` column of ``neg_lse`` computed with exponent ``exponent``."""
+        if self.neg_lse is None:
+            raise ValueError(
+                "these statistics were computed with joint=True (only all_lse, for the uniform "
+                "denominator); compute them with joint=False to read neg_lse"
+            )
         for e, gamma in enumerate(self.exponents):
             if gamma == exponent:
                 return self.neg_lse[:, e]
         raise ValueError(
             f"exponent={exponent!r} was not computed; the statistics hold exponents {self.exponents!r}"
         )
+
+
+def label_ids(*labels: Tensor) -> tuple[Tensor, ...]:
+    """Map integer label tensors to ids in ``[0, total length)``: equal labels, equal ids (no host sync).
+
+    Unlike ``torch.unique`` the ids need not be consecutive, so nothing of data-dependent
+    size is built and no value is read back from the device.
+    """
+    ordered = torch.sort(torch.cat(labels)).values
+    return tuple(torch.searchsorted(ordered, x) for x in labels)
 
 
 def label_counts(
@@ -49,9 +69,40 @@ def label_counts(
     same = torch.searchsorted(sorted_labels, anchor_labels, right=True) - torch.searchsorted(
         sorted_labels, anchor_labels
     )
-    has_self = anchor_index >= 0
-    self_label = candidate_labels[anchor_index.clamp(min=0)]
-    self_counted = has_self & (self_label == anchor_labels)
-    pos_count = same - self_counted.long()
+    pos_count = same - self_is_positive(anchor_labels, candidate_labels, anchor_index).long()
     neg_count = candidate_labels.numel() - same
     return pos_count, neg_count
+
+
+def self_is_positive(anchor_labels: Tensor, candidate_labels: Tensor, anchor_index: Tensor) -> Tensor:
+    """Whether anchor i's own column (``anchor_index[i] >= 0``) carries its label, so is left out of P(i)."""
+    if candidate_labels.numel() == 0:
+        return torch.zeros_like(anchor_index, dtype=torch.bool)
+    self_label = candidate_labels[anchor_index.clamp(min=0)]
+    return (anchor_index >= 0) & (self_label == anchor_labels)
+
+
+def positive_sums(
+    anchors: Tensor,
+    candidates: Tensor | None,
+    anchor_labels: Tensor,
+    candidate_labels: Tensor,
+    anchor_index: Tensor | None,
+    inv_tau: Tensor,
+) -> Tensor:
+    r"""Return ``pos_sum`` :math:`= \langle a_i, \sum_{j\in P(i)} c_j\rangle / \tau` in O((M + N)·D).
+
+    The candidates are summed per label (``index_add``), so no tile is needed;
+    ``candidates=None`` means the anchors against themselves. Differentiable in all inputs.
+    """
+    c = anchors if candidates is None else candidates
+    a_ids, c_ids = label_ids(anchor_labels, candidate_labels)
+    sums = c.new_zeros((a_ids.numel() + c_ids.numel(), c.shape[1])).index_add(0, c_ids, c)
+    total = (anchors * sums[a_ids]).sum(dim=1)
+    if candidates is None:
+        total = total - (anchors * anchors).sum(dim=1)
+    elif anchor_index is not None and c.shape[0] > 0:
+        own = c[anchor_index.clamp(min=0)]
+        is_self = self_is_positive(anchor_labels, candidate_labels, anchor_index)
+        total = total - torch.where(is_self, (anchors * own).sum(dim=1), torch.zeros_like(total))
+    return total * inv_tau

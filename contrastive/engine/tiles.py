@@ -1,18 +1,25 @@
-"""Arithmetic on one tile of the similarity matrix, shared by the chunked backends.
+r"""Arithmetic on one tile of the similarity matrix, shared by every chunked pass.
 
-A tile is ``sim[I, J]`` for a block of anchors ``I`` and a block of candidates
-``J``. The same tile serves the anchors of ``I`` (reductions along ``dim=1``) and,
-when the matrix is symmetric, the anchors of ``J`` (reductions along ``dim=0``).
+A tile is ``sim[I, J]`` for a block of anchors ``I`` and a block of candidates ``J``.
+It serves the anchors of ``I`` (reductions along ``dim=1``) and, when a second set of
+statistics is kept for the candidates (the symmetric and the dual problems), the
+anchors of ``J`` (reductions along ``dim=0``).
 
-Two numerically equivalent modes. *Direct*: when every ``|γ·s|`` is provably below
-:data:`DIRECT_LIMIT` (from the row norms), ``e^{γs}`` is formed once and summed as is,
-which saves the max and shift passes. *Shifted*: otherwise, each line is shifted by
-its maximum before exponentiation. Tiles without a shared label skip all masks.
+Each tile yields *terms*, one ``b x b`` tensor per statistic :math:`k`: for the joint
+statistic (the uniform denominator) every candidate but the anchor itself; otherwise one
+term per exponent :math:`\gamma_e` over the negatives and one over the positives.
+
+Two numerically equivalent modes, chosen from Python-known values before any tile is
+formed (:func:`direct_is_safe`): *direct*, when every :math:`|\gamma s|` is bounded by
+:data:`DIRECT_LIMIT`, forms :math:`e^{\gamma s}` once and accumulates plain sums;
+*shifted* keeps an online maximum per line (as flash attention does) and never overflows.
+Nothing here reads a value back from the device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -22,38 +29,32 @@ NEG_INF = float("-inf")
 DIRECT_LIMIT = {torch.float32: 40.0, torch.float64: 300.0}
 
 
-def any_true(mask: Tensor) -> bool:
-    """Return whether a boolean tile has a True entry (a byte max, much faster than ``any`` on CPU)."""
-    return bool(mask.view(torch.uint8).max()) if mask.numel() else False
+@dataclass(frozen=True)
+class TermSpec:
+    """What the tiles compute: the exponents, joint or split statistics, direct or shifted exponentials."""
+
+    exponents: tuple[float, ...]
+    joint: bool
+    direct: bool
+
+    @property
+    def gammas(self) -> tuple[float, ...]:
+        """The exponent of every statistic: (1,) joint; the exponents then 1 (the positives) split."""
+        return (1.0,) if self.joint else (*self.exponents, 1.0)
 
 
-def tile_masks(
-    row_labels: Tensor, col_labels: Tensor, row_self: Tensor | None, col_start: int
-) -> tuple[Tensor | None, Tensor | None]:
-    """Return ``(same, positive)`` for a tile; None where the tile has no such entry.
-
-    ``row_self`` gives each row's own column in the full candidate set (-1 for none);
-    those entries are removed from ``positive`` (they are neither positive nor negative).
-    """
-    if not bool(torch.isin(row_labels, col_labels).any()):
-        return None, None
-    same = row_labels[:, None] == col_labels[None, :]
-    positive = same
-    if row_self is not None:
-        local = row_self - col_start
-        inside = (row_self >= 0) & (local >= 0) & (local < col_labels.numel())
-        if bool(inside.any()):
-            rows = torch.nonzero(inside).squeeze(1)
-            positive = same.clone()
-            positive[rows, local[rows]] = False
-            if not any_true(positive):
-                return same, None
-    return same, positive
+def direct_is_safe(bound: float | None, exponents: Sequence[float], dtype: torch.dtype) -> bool:
+    """Whether ``bound`` (a Python-known bound of ``|s|``, None: unknown) allows direct exponentials."""
+    if bound is None:
+        return False
+    return bound * max(1.0, max(abs(g) for g in exponents)) <= DIRECT_LIMIT.get(dtype, 0.0)
 
 
-def _along(vector: Tensor, dim: int) -> Tensor:
-    """Shape a per-anchor vector to broadcast over a tile whose anchors run along ``1 - dim``."""
-    return vector[:, None] if dim == 1 else vector[None, :]
+def walk(m: int, n: int, block: int, upper: bool) -> Iterator[tuple[slice, slice, bool]]:
+    """Yield ``(rows, cols, diagonal)`` over the tiles of an ``m x n`` matrix (``upper``: j0 >= i0 only)."""
+    for i0 in range(0, m, block):
+        for j0 in range(i0 if upper else 0, n, block):
+            yield slice(i0, i0 + block), slice(j0, j0 + block), upper and i0 == j0
 
 
 def _fill(x: Tensor, value: float) -> Tensor:
@@ -61,117 +62,137 @@ def _fill(x: Tensor, value: float) -> Tensor:
     return torch.full((), value, dtype=x.dtype, device=x.device)
 
 
-def logsumexp(x: Tensor, dim: int) -> Tensor:
-    """Return log Σ exp(x) along ``dim`` (-inf for all -inf lines), in fewer passes than torch's."""
-    shift = x.amax(dim=dim, keepdim=True)
-    shift = torch.where(torch.isfinite(shift), shift, _fill(x, 0.0))
-    return torch.exp(x - shift).sum(dim=dim).log_().add_(shift.squeeze(dim))
+@dataclass
+class TileMasks:
+    """The label and self information of one problem, sliced per tile (labels only for split terms)."""
+
+    row_labels: Tensor | None
+    col_labels: Tensor | None
+    #: each row's own column to leave out (-1: none), or None for "the diagonal" (symmetric problems)
+    self_col: Tensor | None
+    symmetric: bool
+
+    def same(self, rows: slice, cols: slice) -> Tensor:
+        """Return the ``(b_r, b_c)`` mask of equal labels."""
+        return self.row_labels[rows, None] == self.col_labels[None, cols]
+
+    def drop_self(self, term: Tensor, rows: slice, cols: slice, diagonal: bool, value: float) -> None:
+        """Set each row's own column of ``term`` (rows ``rows``, columns ``cols``) to ``value``, in place."""
+        if self.symmetric:
+            if diagonal:
+                term.diagonal().fill_(value)
+            return
+        if self.self_col is None:
+            return
+        width = term.shape[1]
+        local = self.self_col[rows] - cols.start
+        inside = (local >= 0) & (local < width)
+        index = local.clamp(0, max(width - 1, 0))[:, None]
+        kept = term.gather(1, index)
+        term.scatter_(1, index, torch.where(inside[:, None], _fill(term, value), kept))
 
 
-def negative_terms(
-    sim: Tensor, same: Tensor | None, exponents: Sequence[float], direct: bool
-) -> list[Tensor]:
-    """Per exponent, the negatives' ``e^{γ s}`` (direct; 0 elsewhere) or ``γ s`` (shifted; -inf elsewhere)."""
+def tile_terms(sim: Tensor, spec: TermSpec, masks: TileMasks, rows: slice, cols: slice, diagonal: bool
+               ) -> list[Tensor]:
+    """Return the terms of one tile: ``e^{γs}`` (direct; 0 outside the set) or ``γs`` (shifted; -inf)."""
+    empty = 0.0 if spec.direct else NEG_INF
+    if spec.joint:
+        term = torch.exp_(sim) if spec.direct else sim
+        masks.drop_self(term, rows, cols, diagonal, empty)
+        return [term]
+    same = masks.same(rows, cols)
+    base = torch.exp(sim) if spec.direct else sim
     out = []
-    for gamma in exponents:
-        scaled = sim if gamma == 1.0 else sim * gamma
-        if direct:
-            scaled = torch.exp(scaled)
-        if same is not None:
-            scaled = torch.where(same, _fill(sim, 0.0 if direct else NEG_INF), scaled)
-        out.append(scaled)
+    for gamma in spec.exponents:
+        if gamma == 1.0:
+            scaled = base
+        elif spec.direct:
+            scaled = base * base if gamma == 2.0 else torch.exp(sim * gamma)
+        else:
+            scaled = sim * gamma
+        out.append(torch.where(same, _fill(sim, empty), scaled))
+    positive = torch.where(same, base, _fill(sim, empty))
+    masks.drop_self(positive, rows, cols, diagonal, empty)
+    out.append(positive)
     return out
 
 
-def reduce_tile(
-    sim: Tensor, negatives: list[Tensor], positive: Tensor | None, dim: int, direct: bool
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Return the tile's ``(neg_lse (b, E), pos_lse (b,), pos_sum (b,))`` along ``dim`` (None: none)."""
-    if direct:
-        neg_lse = torch.stack([x.sum(dim=dim).log_() for x in negatives], dim=1)
-    else:
-        neg_lse = torch.stack([logsumexp(x, dim=dim) for x in negatives], dim=1)
-    if positive is None:
-        return neg_lse, None, None
-    if direct:
-        pos_lse = torch.where(positive, torch.exp(sim), _fill(sim, 0.0)).sum(dim=dim).log_()
-    else:
-        pos_lse = logsumexp(torch.where(positive, sim, _fill(sim, NEG_INF)), dim=dim)
-    pos_sum = torch.where(positive, sim, _fill(sim, 0.0)).sum(dim=dim)
-    return neg_lse, pos_lse, pos_sum
+class Accumulator:
+    """Running per-line statistics of ``K`` terms: plain sums (direct) or online max and sum (shifted)."""
+
+    def __init__(self, lines: int, spec: TermSpec, like: Tensor) -> None:
+        """Start ``lines`` lines of ``len(spec.gammas)`` statistics over empty sets."""
+        k = len(spec.gammas)
+        self.direct = spec.direct
+        self.total = torch.zeros(lines, k, dtype=like.dtype, device=like.device)
+        self.peak = None if spec.direct else torch.full((lines, k), NEG_INF, dtype=like.dtype, device=like.device)
+
+    def add(self, terms: list[Tensor], lines: slice, dim: int) -> None:
+        """Fold the terms of one tile, reduced along ``dim``, into the statistics of ``lines``."""
+        if self.direct:
+            self.total[lines] += torch.stack([t.sum(dim=dim) for t in terms], dim=1)
+            return
+        tile_peak = torch.stack([t.amax(dim=dim) for t in terms], dim=1)
+        peak = torch.maximum(self.peak[lines], tile_peak)
+        shift = torch.where(torch.isfinite(peak), peak, _fill(peak, 0.0))
+        sums = torch.stack(
+            [torch.exp(t - (shift[:, k, None] if dim == 1 else shift[None, :, k])).sum(dim=dim)
+             for k, t in enumerate(terms)],
+            dim=1,
+        )
+        self.total[lines] = self.total[lines] * torch.exp(self.peak[lines] - shift) + sums
+        self.peak[lines] = peak
+
+    def lse(self) -> Tensor:
+        """Return the ``(lines, K)`` log-sum-exps (-inf for empty sets)."""
+        if self.direct:
+            return torch.log(self.total)
+        return torch.log(self.total) + torch.where(
+            torch.isfinite(self.peak), self.peak, _fill(self.peak, 0.0)
+        )
 
 
 class TileGradient:
-    """Per-anchor coefficients that turn a recomputed tile into ∂loss/∂sim.
+    """Per-line coefficients that turn the terms of a tile into ∂loss/∂sim.
 
-    Built once per backward from the saved statistics and the incoming gradients:
-    ``neg_coef`` is γ·∂L/∂neg_lse ``(M, E)``, ``pos_lse_coef`` and ``pos_sum_coef`` are
-    ∂L/∂pos_lse and ∂L/∂pos_sum ``(M,)``. Empty sets (lse = -inf) get harmless zeros.
+    ``∂L/∂s_ij = Σ_k g_ik γ_k e^{γ_k s_ij - lse_ik}`` over the sets that hold j; the
+    coefficients come from autograd's incoming gradients ``g`` and the saved ``lse``.
+    Empty sets (lse = -inf) get harmless zeros. No value is read back from the device.
     """
 
-    def __init__(
-        self,
-        neg_lse: Tensor,
-        pos_lse: Tensor,
-        neg_coef: Tensor,
-        pos_lse_coef: Tensor,
-        pos_sum_coef: Tensor,
-        direct: bool,
-    ) -> None:
-        """Precompute what each tile needs: scales (direct) or shifts (shifted)."""
-        neg_lse, pos_lse = _finite_or_zero(neg_lse), _finite_or_zero(pos_lse)
-        self.direct = direct
-        self.pos_sum_coef = pos_sum_coef
-        if direct:
-            # coef · e^{s - lse} = e^{s} · (coef · e^{-lse})
-            self.neg_scale = neg_coef * torch.exp(-neg_lse)
-            self.pos_scale = pos_lse_coef * torch.exp(-pos_lse)
-            return
-        self.neg_lse, self.neg_coef, self.pos_lse, self.pos_lse_coef = (
-            neg_lse,
-            neg_coef,
-            pos_lse,
-            pos_lse_coef,
-        )
-        # With non-negative coefficients, coef · e^{x - lse} = e^{x - (lse - log coef)}: one pass fewer.
-        self.neg_shift = None if bool((neg_coef < 0).any()) else neg_lse - torch.log(neg_coef)
+    def __init__(self, lse: Tensor, grad: Tensor | None, spec: TermSpec) -> None:
+        """Precompute scales ``γ g e^{-lse}`` (direct) or keep ``lse`` and ``γ g`` (shifted)."""
+        gammas = torch.tensor(spec.gammas, dtype=lse.dtype, device=lse.device)
+        coef = torch.zeros_like(lse) if grad is None else grad.to(lse.dtype) * gammas
+        finite = torch.where(torch.isfinite(lse), lse, _fill(lse, 0.0))
+        self.direct = spec.direct
+        self.scale = coef * torch.exp(-finite) if spec.direct else coef
+        self.lse = finite
 
-    def tile(
-        self, sim: Tensor, negatives: list[Tensor], positive: Tensor | None, rows: slice, dim: int
-    ) -> Tensor:
-        """Return ∂loss/∂sim on the tile for the anchors ``rows``, which run along ``1 - dim``."""
-        grad = None
-        for e, x in enumerate(negatives):
-            if self.direct:
-                term = x * _along(self.neg_scale[rows, e], dim)
-            elif self.neg_shift is not None:
-                term = torch.exp(x - _along(self.neg_shift[rows, e], dim))
-            else:
-                term = torch.exp(x - _along(self.neg_lse[rows, e], dim)).mul_(
-                    _along(self.neg_coef[rows, e], dim)
-                )
-            grad = term if grad is None else grad.add_(term)
-        if positive is not None:
-            if self.direct:
-                term = torch.exp(sim).mul_(_along(self.pos_scale[rows], dim))
-            else:
-                term = torch.exp(sim - _along(self.pos_lse[rows], dim)).mul_(
-                    _along(self.pos_lse_coef[rows], dim)
-                )
-            term.add_(_along(self.pos_sum_coef[rows], dim))
-            grad.add_(torch.where(positive, term, _fill(sim, 0.0)))
-        return grad
+    def term(self, term: Tensor, k: int, lines: slice, dim: int, inplace: bool = False) -> Tensor:
+        """Return the contribution of statistic ``k`` of ``lines`` (along ``1 - dim``) to ∂L/∂sim.
+
+        ``inplace`` lets the direct mode overwrite ``term`` (a tile that is not kept).
+        """
+        scale = self.scale[lines, k]
+        scale = scale[:, None] if dim == 1 else scale[None, :]
+        if self.direct:
+            return term.mul_(scale) if inplace else term * scale
+        lse = self.lse[lines, k]
+        return torch.exp(term - (lse[:, None] if dim == 1 else lse[None, :])).mul_(scale)
 
 
-def _finite_or_zero(x: Tensor) -> Tensor:
-    """Replace the -inf of empty log-sum-exps by 0 so that ``exp(x - lse)`` stays finite."""
-    return torch.where(torch.isfinite(x), x, _fill(x, 0.0))
+def tile_gradient(terms: list[Tensor], rows_grad: TileGradient, rows: slice,
+                  cols_grad: TileGradient | None, cols: slice, inplace: bool) -> Tensor:
+    """Return ∂L/∂sim on one tile from the row statistics' and (if kept) the column statistics' coefficients.
 
-
-def is_direct_safe(anchors: Tensor, candidates: Tensor, inv_tau: Tensor, exponents: Sequence[float]) -> bool:
-    """Whether every ``|γ s_ij| <= max‖a‖·max‖c‖/τ·max γ`` lies within :data:`DIRECT_LIMIT`."""
-    if anchors.numel() == 0 or candidates.numel() == 0:
-        return False
-    bound = (anchors.norm(dim=1).max() * candidates.norm(dim=1).max() * inv_tau).item()
-    bound *= max(1.0, max(abs(g) for g in exponents))
-    return bound <= DIRECT_LIMIT.get(anchors.dtype, 0.0)
+    ``inplace``: the terms are not needed afterwards and may be overwritten.
+    """
+    grad = None
+    for k, term in enumerate(terms):
+        extra = None if cols_grad is None else cols_grad.term(term, k, cols, dim=0)
+        part = rows_grad.term(term, k, rows, dim=1, inplace=inplace)
+        if extra is not None:
+            part = part.add_(extra)
+        grad = part if grad is None else grad.add_(part)
+    return grad

@@ -6,66 +6,137 @@ Every engine-based loss computes, for anchor :math:`i` with positives :math:`P(i
 
     L_i = -\frac{1}{|P(i)|}\sum_{p\in P(i)} s_{ip} + \log\Big(\sum_{p\in P(i)} e^{s_{ip}} + N_g(i)\Big),
 
-where the sampler supplies :math:`\log N_g(i)` (uniform: the sum over negatives), and
-averages over the anchors that have at least one positive.
+where the sampler supplies :math:`\log N_g(i)` (uniform: the sum over negatives, so the
+logarithm is the joint log-sum-exp over every candidate but the anchor, which the engine
+forms without any label mask), and averages over the anchors that have at least one positive.
 
 Under ``torch.distributed`` (``gather=``) anchors stay local, candidates are gathered
 from all ranks with gradient and each rank returns its share of the global mean; see
-:mod:`contrastive.distributed` for the gradient contract.
+:mod:`contrastive.distributed` for the gradient contract. A single process is the
+one-rank case of the same path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from contrastive._validation import check_choice, check_embeddings, check_temperature
-from contrastive.distributed import (
-    BatchLayout,
-    all_gather_rows,
-    check_gather,
-    count_across_ranks,
-    world,
-)
+from contrastive.distributed import BatchLayout, all_gather_rows, check_gather, count_across_ranks, world
 from contrastive.engine import BACKENDS, RowStats, resolve_backend, row_stats
+from contrastive.engine.dispatch import check_block_size
 from contrastive.samplers import MemoryQueue, resolve_sampler
 
 Tensor = torch.Tensor
-NEGATIVE_ONLY = -1  # label of extra negatives (queue); anchors' labels are remapped to >= 0
+NEGATIVE_ONLY = -1  # label of extra negatives (queue); anchors' labels are mapped to >= 0
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The options every engine-based loss takes, checked once (keyword-only in every loss).
+
+    * ``normalize``: L2-normalise the embeddings first (the cosine similarity of SimCLR).
+    * ``sampler``: how negatives are weighted: a registered name, a class or an instance.
+    * ``backend``: ``"auto"`` (Triton on CUDA, else chunked), ``"chunked"``, ``"triton"``,
+      ``"reference"`` (materialised, for tests).
+    * ``block_size``: tile edge of the chunked engine (None: chosen from the problem size).
+    * ``gather``: ``"auto"``, True or False; see :mod:`contrastive.distributed`.
+    * ``validate_args``: check inputs (finite values, label ranges); False skips every check
+      that reads from the device, so the loss runs without host syncs and compiles with
+      ``torch.compile(fullgraph=True)``.
+    """
+
+    normalize: bool = True
+    sampler: Any = "uniform"
+    backend: str = "auto"
+    block_size: int | None = None
+    gather: str | bool = "auto"
+    validate_args: bool = True
+    _resolved: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Check every option and resolve the sampler."""
+        check_choice(self.backend, "backend", BACKENDS)
+        resolve_backend(self.backend, torch.device("cpu"))  # fail early: 'triton' without triton installed
+        check_block_size(self.block_size)
+        check_gather(self.gather)
+        for name in ("normalize", "validate_args"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        object.__setattr__(self, "_resolved", resolve_sampler(self.sampler))
+
+    @property
+    def resolved_sampler(self) -> Any:
+        """The sampler instance."""
+        return self._resolved
+
+    def engine(self, sampler: Any | None = None) -> dict[str, Any]:
+        """Keyword arguments of :func:`~contrastive.engine.row_stats` for these options and ``sampler``."""
+        sampler = self._resolved if sampler is None else sampler
+        return {
+            "exponents": sampler.exponents,
+            "joint": is_uniform(sampler),
+            "norm_bound": 1.0 if self.normalize else None,
+            "backend": self.backend,
+            "block_size": self.block_size,
+            "validate_args": self.validate_args,
+        }
+
+
+def engine_options(options: dict[str, Any]) -> EngineOptions:
+    """Return the :class:`EngineOptions` of a functional loss's keyword arguments (TypeError for others)."""
+    unknown = sorted(set(options) - {"normalize", "sampler", "backend", "block_size", "gather", "validate_args"})
+    if unknown:
+        raise TypeError(
+            f"unexpected option(s) {', '.join(map(repr, unknown))}; the engine options are normalize, "
+            "sampler, backend, block_size, gather and validate_args"
+        )
+    return EngineOptions(**options)
+
+
+def is_uniform(sampler: Any) -> bool:
+    """Whether ``sampler``'s negative term is the plain sum over negatives (then the engine's joint form serves)."""
+    check = getattr(sampler, "is_uniform", None)
+    return bool(check()) if callable(check) else False
 
 
 def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor) -> tuple[Tensor, Tensor]:
     """Return ``(L_i, has_positive)``; ``L_i`` is 0 (with zero gradient) for anchors without positives."""
     valid = stats.pos_count > 0
-    zero = torch.zeros((), dtype=stats.pos_lse.dtype, device=stats.pos_lse.device)
-    safe = stats._replace(
-        pos_lse=torch.where(valid, stats.pos_lse, zero), pos_sum=torch.where(valid, stats.pos_sum, zero)
-    )
-    log_negative = sampler.log_negative_term(safe, temperature)
-    count = safe.pos_count.clamp(min=1).to(safe.pos_sum.dtype)
-    losses = -safe.pos_sum / count + torch.logaddexp(safe.pos_lse, log_negative)
-    return torch.where(valid, losses, zero), valid
+    zero = torch.zeros((), dtype=stats.pos_sum.dtype, device=stats.pos_sum.device)
+    pos_sum = torch.where(valid, stats.pos_sum, zero)
+    if stats.all_lse is not None:
+        denominator = stats.all_lse
+    else:
+        safe = stats._replace(pos_lse=torch.where(valid, stats.pos_lse, zero), pos_sum=pos_sum)
+        denominator = torch.logaddexp(safe.pos_lse, sampler.log_negative_term(safe, temperature))
+    count = stats.pos_count.clamp(min=1).to(pos_sum.dtype)
+    return torch.where(valid, denominator - pos_sum / count, zero), valid
 
 
-def mean_over_valid(losses: Tensor, valid: Tensor, distributed: bool = False) -> Tensor:
-    """Return the mean of ``losses`` over ``valid`` anchors; ValueError if there is none.
+def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = None,
+                    validate_args: bool = True) -> Tensor:
+    """Return the mean of ``losses`` over ``valid`` anchors.
 
-    ``distributed``: the anchors are this rank's share of the global batch; return
-    ``world_size / (valid anchors on all ranks) * (sum of the local losses)``, the
-    contract of :mod:`contrastive.distributed`.
+    ``layout`` (gathering): the anchors are this rank's share of the global batch; return
+    ``world_size / (valid anchors on all ranks) * (sum of the local losses)``, the contract of
+    :mod:`contrastive.distributed`. ``validate_args``: a batch without any valid anchor is a
+    ValueError (read from the device); otherwise its loss is 0.
     """
-    n_valid = count_across_ranks(valid.sum(), valid.device) if distributed else int(valid.sum())
-    if n_valid == 0:
+    n_valid = valid.sum()
+    if layout is not None and layout.world_size > 1:
+        n_valid = count_across_ranks(n_valid, valid.device)
+    if validate_args and int(n_valid) == 0:
         raise ValueError(
             "no anchor has a positive (every label occurs once and there is one view); "
             "pass at least two views or labels shared by two samples"
         )
-    if distributed:
-        return losses.sum() * (world()[1] / n_valid)
-    return losses.sum() / n_valid
+    scale = 1 if layout is None else layout.world_size
+    return losses.sum() * scale / torch.as_tensor(n_valid, device=losses.device).clamp(min=1)
 
 
 def normalize_views(views: Sequence[Tensor], normalize: bool) -> list[Tensor]:
@@ -73,13 +144,15 @@ def normalize_views(views: Sequence[Tensor], normalize: bool) -> list[Tensor]:
     return [F.normalize(v, dim=1) for v in views] if normalize else list(views)
 
 
-def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, normalize: bool) -> Tensor | None:
+def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, options: EngineOptions
+                    ) -> Tensor | None:
     """Return the extra negatives (a tensor or a queue's keys) checked, cast to ``like`` and normalised."""
     if negatives is None:
         return None
     if isinstance(negatives, MemoryQueue):
         negatives = negatives.negatives()
-    negatives = check_embeddings(negatives, "negatives")
+    if options.validate_args or not isinstance(negatives, Tensor) or negatives.dim() != 2:
+        negatives = check_embeddings(negatives, "negatives", finite=options.validate_args)
     if negatives.shape[1] != like.shape[1]:
         raise ValueError(
             f"negatives must have dimension {like.shape[1]} like the embeddings, "
@@ -88,28 +161,31 @@ def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, normal
     if negatives.shape[0] == 0:
         return None
     negatives = negatives.to(dtype=like.dtype, device=like.device)
-    return F.normalize(negatives, dim=1) if normalize else negatives
+    return F.normalize(negatives, dim=1) if options.normalize else negatives
 
 
 def dense_labels(labels: Tensor) -> Tensor:
-    """Map arbitrary integer labels to 0..K-1 (so that ``NEGATIVE_ONLY`` can never match one)."""
-    return torch.unique(labels, return_inverse=True)[1]
+    """Map arbitrary integer labels to ids >= 0 with equal labels equal (so ``NEGATIVE_ONLY`` matches none).
+
+    Ids are positions in the sorted labels: no ``torch.unique``, so nothing reads from the device.
+    """
+    return torch.searchsorted(torch.sort(labels).values, labels)
 
 
-def sample_labels(
-    labels: Tensor | None, batch: int, device: torch.device, layout: BatchLayout | None = None
-) -> Tensor:
-    """Return dense per-sample labels: ``labels``, or one pair id per sample when it is None.
+def sample_labels(labels: Tensor | None, batch: int, device: torch.device, layout: BatchLayout | None = None
+                  ) -> Tensor:
+    """Return dense per-sample labels of the (global) batch: ``labels``, or one pair id per sample.
 
     With a ``layout`` they are the labels of the global batch (``(layout.total,)``): pair
     ids run over all ranks, and given labels are gathered before they are made dense, so
     that one class has one label on every rank.
     """
-    if layout is None:
-        return torch.arange(batch, device=device) if labels is None else dense_labels(labels)
+    total = batch if layout is None else layout.total
     if labels is None:
-        return torch.arange(layout.total, device=device)
-    return dense_labels(all_gather_rows(labels, layout))
+        return torch.arange(total, device=device)
+    if layout is not None and layout.world_size > 1:
+        labels = all_gather_rows(labels, layout)
+    return dense_labels(labels)
 
 
 def append_negatives(candidates: Tensor, labels: Tensor, negatives: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -120,48 +196,12 @@ def append_negatives(candidates: Tensor, labels: Tensor, negatives: Tensor | Non
     return torch.cat([candidates, negatives]), torch.cat([labels, fill])
 
 
+def local_layout(batch: int) -> BatchLayout:
+    """The layout of a single process: one rank holding the whole batch."""
+    return BatchLayout(0, (batch,))
+
+
 def multiview_stats(
-    z: Tensor,
-    labels: Tensor,
-    anchors: int | None,
-    negatives: Tensor | None,
-    temperature: float | Tensor,
-    sampler: Any,
-    backend: str,
-    block_size: int | None,
-) -> RowStats:
-    """Row statistics of the stacked views ``z`` (labels >= 0) against themselves plus ``negatives``.
-
-    ``anchors=None`` uses every row as an anchor; an int uses the first ``anchors`` rows.
-    """
-    n_anchor = z.shape[0] if anchors is None else anchors
-    anchor_z, anchor_labels = (z, labels) if anchors is None else (z[:n_anchor], labels[:n_anchor])
-    index = torch.arange(n_anchor, device=z.device)
-    if negatives is None and anchors is None:
-        return row_stats(
-            z,
-            z,
-            labels,
-            temperature=temperature,
-            exponents=sampler.exponents,
-            backend=backend,
-            block_size=block_size,
-        )
-    candidates, candidate_labels = append_negatives(z, labels, negatives)
-    return row_stats(
-        anchor_z,
-        candidates,
-        anchor_labels,
-        candidate_labels,
-        index,
-        temperature,
-        sampler.exponents,
-        backend,
-        block_size,
-    )
-
-
-def gathered_multiview_stats(
     z: Tensor,
     labels: Tensor,
     layout: BatchLayout,
@@ -170,44 +210,40 @@ def gathered_multiview_stats(
     negatives: Tensor | None,
     temperature: float | Tensor,
     sampler: Any,
-    backend: str,
-    block_size: int | None,
+    options: EngineOptions,
 ) -> RowStats:
     """Row statistics of this rank's stacked views ``z`` against the stacked views of all ranks.
 
-    ``labels`` are the global per-sample labels (:func:`sample_labels` with ``layout``).
-    Rank r's block of candidates is its views stacked, ``[v1_r; v2_r; ...]``, in rank
-    order, gathered with gradient; ``negatives`` (the same on every rank) follow them.
-    ``anchors=None`` uses every local row as an anchor; an int the first ``anchors`` rows.
+    ``labels`` are the global per-sample labels (:func:`sample_labels`). Rank r's block of
+    candidates is its views stacked, ``[v1_r; v2_r; ...]``, in rank order, gathered with
+    gradient; ``negatives`` (the same on every rank) follow them. ``anchors=None`` uses
+    every local row as an anchor; an int the first ``anchors`` rows. A single process
+    (one rank) without extra negatives is the symmetric problem: z against itself.
     """
-    stacked = layout.scaled(n_views)
-    candidates = all_gather_rows(z, stacked)
-    candidate_labels = torch.cat(
-        [
+    engine = options.engine(sampler)
+    single = layout.world_size == 1
+    if single:
+        candidate_labels = labels.repeat(n_views)
+        if negatives is None and anchors is None:
+            return row_stats(z, None, candidate_labels, temperature=temperature, **engine)
+        candidates = z
+    else:
+        candidates = all_gather_rows(z, layout.scaled(n_views))
+        candidate_labels = torch.cat([
             labels[start : start + n].repeat(n_views)
             for start, n in zip(layout.offsets(), layout.sizes, strict=True)
-        ]
-    )
-    first = stacked.offset
+        ])
+    first = layout.scaled(n_views).offset
     n_anchor = z.shape[0] if anchors is None else anchors
     anchor_labels = candidate_labels[first : first + n_anchor]
     index = first + torch.arange(n_anchor, device=z.device)
     candidates, candidate_labels = append_negatives(candidates, candidate_labels, negatives)
-    return row_stats(
-        z[:n_anchor],
-        candidates,
-        anchor_labels,
-        candidate_labels,
-        index,
-        temperature,
-        sampler.exponents,
-        backend,
-        block_size,
-    )
+    return row_stats(z[:n_anchor], candidates, anchor_labels, candidate_labels, anchor_index=index,
+                     temperature=temperature, **engine)
 
 
 class EngineLoss(torch.nn.Module):
-    """Base class of engine-based losses: holds temperature, normalisation, sampler, backend and gather.
+    """Base class of engine-based losses: holds the temperature, the sampler and the :class:`EngineOptions`.
 
     ``gather`` (``"auto"``, ``True`` or ``False``) follows :mod:`contrastive.distributed`:
     ``auto`` gathers candidates from all ranks when more than one is initialised.
@@ -215,40 +251,57 @@ class EngineLoss(torch.nn.Module):
 
     def __init__(
         self,
-        temperature: float | Tensor = 0.1,
+        temperature: float | Tensor | None = 0.1,
+        *,
         normalize: bool = True,
         sampler: Any = "uniform",
         backend: str = "auto",
         block_size: int | None = None,
         gather: str | bool = "auto",
+        validate_args: bool = True,
     ) -> None:
-        """Check and store the options shared by all engine-based losses."""
-        super().__init__()
-        check_temperature(temperature)
-        check_choice(backend, "backend", BACKENDS)
-        resolve_backend(backend, torch.device("cpu"))  # fail early: backend="triton" without triton installed
-        self.temperature = temperature
-        self.normalize = bool(normalize)
-        self.sampler = resolve_sampler(sampler)
-        self.backend = backend
-        self.block_size = block_size
-        self.gather = check_gather(gather)
+        """Check and store the options shared by all engine-based losses (see :class:`EngineOptions`).
 
-    def engine_options(self) -> dict[str, Any]:
-        """Return the keyword arguments the functional form takes from this module."""
-        return {
-            "temperature": self.temperature,
-            "normalize": self.normalize,
-            "sampler": self.sampler,
-            "backend": self.backend,
-            "block_size": self.block_size,
-            "gather": self.gather,
-        }
+        ``temperature=None``: a subclass derives it (CLIP from its logit scale).
+        """
+        super().__init__()
+        self.options = EngineOptions(normalize, sampler, backend, block_size, gather, validate_args)
+        self.sampler = self.options.resolved_sampler
+        if temperature is not None:
+            check_temperature(temperature)
+            self.temperature = temperature
+
+    @property
+    def normalize(self) -> bool:
+        """Whether embeddings are L2-normalised first."""
+        return self.options.normalize
+
+    @property
+    def backend(self) -> str:
+        """The engine backend option."""
+        return self.options.backend
+
+    @property
+    def validate_args(self) -> bool:
+        """Whether inputs are checked (reads from the device)."""
+        return self.options.validate_args
 
     def extra_repr(self) -> str:
         """Show the options."""
         t = self.temperature
         t = f"{float(t.detach()):.4g} (tensor)" if isinstance(t, Tensor) else t
-        return (
-            f"temperature={t}, normalize={self.normalize}, backend={self.backend!r}, gather={self.gather!r}"
-        )
+        o = self.options
+        return (f"temperature={t}, normalize={o.normalize}, backend={o.backend!r}, gather={o.gather!r}, "
+                f"validate_args={o.validate_args}")
+
+
+def world_layout(local: Tensor, name: str, gather: str | bool) -> BatchLayout:
+    """The batch layout: all ranks' sizes when gathering, else one rank holding ``local``."""
+    from contrastive.distributed import batch_layout, should_gather
+
+    if should_gather(gather):
+        return batch_layout(local, name)
+    return local_layout(local.shape[0])
+
+
+__all__ = ["EngineLoss", "EngineOptions", "anchor_losses", "engine_options", "mean_over_valid", "world"]

@@ -9,85 +9,105 @@ import torch
 
 from contrastive._call_styles import logit_scale_as_labels
 from contrastive._validation import check_embeddings, check_labels, check_temperature
-from contrastive.distributed import all_gather_rows, batch_layout, check_gather, should_gather
+from contrastive.distributed import all_gather_rows
 from contrastive.engine import dual_row_stats, row_stats
 from contrastive.hookspecs import hookimpl
-from contrastive.losses.base import anchor_losses, mean_over_valid, sample_labels
-from contrastive.samplers import resolve_sampler
+from contrastive.losses.base import (
+    EngineLoss,
+    EngineOptions,
+    anchor_losses,
+    engine_options,
+    mean_over_valid,
+    sample_labels,
+    world_layout,
+)
 
 Tensor = torch.Tensor
+#: Largest log scale whose multiplier e^θ is a finite float32.
+MAX_LOG_SCALE = math.log(torch.finfo(torch.float32).max)
+
+
+def _check_logit_scale(logit_scale: object, validate_args: bool) -> None:
+    """Raise ValueError unless ``logit_scale`` (θ, the log of the multiplier) is a finite real or scalar tensor."""
+    if isinstance(logit_scale, Tensor):
+        if logit_scale.numel() != 1:
+            raise ValueError(f"logit_scale must be a scalar, got a tensor of shape {tuple(logit_scale.shape)}")
+        if not validate_args:
+            return
+        value = float(logit_scale.detach())
+    elif isinstance(logit_scale, (int, float)) and not isinstance(logit_scale, bool):
+        value = float(logit_scale)
+    else:
+        raise ValueError(f"logit_scale must be a float or a scalar tensor (θ = log of 1/τ), got {logit_scale!r}")
+    if not (math.isfinite(value) and value < MAX_LOG_SCALE):
+        raise ValueError(
+            f"logit_scale is θ, the log of the multiplier 1/τ = e^θ, and must be finite and below "
+            f"{MAX_LOG_SCALE:.2f}; got {value!r}"
+        )
 
 
 def clip_loss(
     image_features: Tensor,
     text_features: Tensor,
-    logit_scale: float | Tensor = 1.0 / 0.07,
     labels: Tensor | None = None,
     *,
-    normalize: bool = True,
-    sampler: Any = "uniform",
-    backend: str = "auto",
-    block_size: int | None = None,
-    gather: str | bool = "auto",
+    logit_scale: float | Tensor = math.log(1.0 / 0.07),
+    **options: Any,
 ) -> Tensor:
-    """Return CLIP's loss of paired features ``(B, D)`` at multiplier ``logit_scale`` = 1/τ (see ClipLoss)."""
+    """Return CLIP's loss of paired features ``(B, D)`` at multiplier ``e^logit_scale`` (see :class:`ClipLoss`).
+
+    ``logit_scale`` is θ, the log of the multiplier, as open_clip's ``model.logit_scale``
+    parameter (pass the parameter itself, not its exponential). ``options`` are the
+    :class:`~contrastive.losses.base.EngineOptions`.
+    """
     if (message := logit_scale_as_labels(labels, function=True)) is not None:  # open_clip's call style
         raise ValueError(message)
-    image = check_embeddings(image_features, "image_features")
-    text = check_embeddings(text_features, "text_features")
+    return _clip(image_features, text_features, labels, logit_scale, engine_options(options))
+
+
+def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, logit_scale: float | Tensor,
+          options: EngineOptions) -> Tensor:
+    """CLIP with checked options."""
+    validate = options.validate_args
+    image = check_embeddings(image_features, "image_features", validate)
+    text = check_embeddings(text_features, "text_features", validate)
     if image.shape != text.shape or image.dtype != text.dtype:
         raise ValueError(
             f"image_features and text_features must have one shape and dtype, got "
             f"{tuple(image.shape)}/{image.dtype} and {tuple(text.shape)}/{text.dtype}"
         )
-    check_temperature(logit_scale, "logit_scale")
+    _check_logit_scale(logit_scale, validate)
+    temperature = torch.exp(-logit_scale) if isinstance(logit_scale, Tensor) else math.exp(-logit_scale)
     batch = image.shape[0]
     if labels is not None:
         labels = check_labels(labels, batch).to(image.device)
-    layout = batch_layout(image, "image_features") if should_gather(gather) else None
-    total = batch if layout is None else layout.total
-    if total < 2:
-        raise ValueError(f"image_features must hold at least two samples, got batch size {total}")
+    layout = world_layout(image, "image_features", options.gather)
+    if layout.total < 2:
+        raise ValueError(f"image_features must hold at least two samples, got batch size {layout.total}")
     candidate_labels = sample_labels(labels, batch, image.device, layout)
-    first = 0 if layout is None else layout.offset
-    anchor_labels = candidate_labels[first : first + batch]
-    sampler = resolve_sampler(sampler)
-    if normalize:
+    anchor_labels = candidate_labels[layout.offset : layout.offset + batch]
+    if options.normalize:
         image, text = torch.nn.functional.normalize(image, dim=1), torch.nn.functional.normalize(text, dim=1)
-    temperature = 1.0 / logit_scale
-    if layout is None:  # both directions of one similarity matrix: the engine shares their backward
-        both = dual_row_stats(
-            image, text, anchor_labels, candidate_labels, temperature, sampler.exponents, backend, block_size
-        )
-        image_loss, text_loss = (mean_over_valid(*anchor_losses(s, sampler, temperature)) for s in both)
-        return (image_loss + text_loss) / 2
-    losses = []
-    for anchors, candidates in ((image, text), (text, image)):
-        if layout is not None:  # the other modality of all ranks, with gradient
-            candidates = all_gather_rows(candidates, layout)
-        stats = row_stats(
-            anchors,
-            candidates,
-            anchor_labels,
-            candidate_labels,
-            None,
-            temperature,
-            sampler.exponents,
-            backend,
-            block_size,
-        )
-        valid_losses = anchor_losses(stats, sampler, temperature)
-        losses.append(mean_over_valid(*valid_losses, distributed=layout is not None))
-    return (losses[0] + losses[1]) / 2
+    sampler = options.resolved_sampler
+    engine = {"temperature": temperature, **options.engine(sampler)}
+    if layout.world_size == 1:  # both directions of one similarity matrix: one pass over its tiles
+        both = dual_row_stats(image, text, anchor_labels, candidate_labels, **engine)
+    else:  # each direction against the other modality of all ranks, with gradient
+        both = [row_stats(anchors, all_gather_rows(candidates, layout), anchor_labels, candidate_labels,
+                          **engine) for anchors, candidates in ((image, text), (text, image))]
+    image_loss, text_loss = (
+        mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, validate) for stats in both
+    )
+    return (image_loss + text_loss) / 2
 
 
-class ClipLoss(torch.nn.Module):
+class ClipLoss(EngineLoss):
     r"""Symmetric image-text InfoNCE of CLIP (Radford et al., 2021, "Learning Transferable Visual
     Models From Natural Language Supervision", ICML).
 
-    With :math:`t = \min(e^{\theta}, t_{max})` for the learnable ``logit_scale`` :math:`\theta`
-    (initialised to :math:`\log(1/0.07)`, capped at :math:`t_{max}=100` as CLIP does) and
-    unit-norm features :math:`x_i` (image), :math:`y_i` (text):
+    With the multiplier :math:`t = e^{\theta}` of the learnable ``logit_scale`` :math:`\theta`
+    (open_clip's convention: the parameter is the log, initialised to :math:`\log(1/0.07)`)
+    and unit-norm features :math:`x_i` (image), :math:`y_i` (text):
 
     .. math::
 
@@ -95,8 +115,11 @@ class ClipLoss(torch.nn.Module):
             -\log\frac{e^{t\langle x_i,y_i\rangle}}{\sum_j e^{t\langle x_i,y_j\rangle}}
             -\log\frac{e^{t\langle y_i,x_i\rangle}}{\sum_j e^{t\langle y_i,x_j\rangle}}\Big).
 
-    Optional ``labels`` make every pair with a shared label a positive (SupCon form per direction).
-    While the cap binds, the scale receives no gradient.
+    CLIP caps :math:`t` at ``max_logit_scale`` (100) by clamping the parameter after each
+    optimiser step: call :meth:`clamp_logit_scale_` then, or :meth:`register_clamp` once with
+    the optimiser. The forward pass does not clamp, so :math:`\theta` keeps its gradient.
+    Optional ``labels`` make every pair with a shared label a positive (SupCon form per
+    direction). The remaining keyword options are the :class:`~contrastive.losses.base.EngineOptions`.
 
     **Distributed** (``gather``, see :mod:`contrastive.distributed`), as open_clip's
     ``gather_with_grad=True, local_loss=True``: each direction takes the local features
@@ -114,54 +137,51 @@ class ClipLoss(torch.nn.Module):
         logit_scale: float = math.log(1.0 / 0.07),
         learnable: bool = True,
         max_logit_scale: float = 100.0,
-        normalize: bool = True,
-        sampler: Any = "uniform",
-        backend: str = "auto",
-        block_size: int | None = None,
-        gather: str | bool = "auto",
+        **options: Any,
     ) -> None:
-        """Create the loss with initial log scale ``logit_scale`` (θ, so that t = e^θ)."""
-        super().__init__()
-        if (
-            isinstance(logit_scale, bool)
-            or not isinstance(logit_scale, (int, float))
-            or not math.isfinite(logit_scale)
-        ):
-            raise ValueError(
-                f"logit_scale must be a finite float (the log of 1/temperature), got {logit_scale!r}"
-            )
+        """Create the loss with initial log scale ``logit_scale`` (θ, so that the multiplier is e^θ)."""
+        if isinstance(logit_scale, Tensor):
+            raise ValueError("logit_scale must be a float here (the initial θ); the module owns the parameter")
+        _check_logit_scale(logit_scale, True)
         check_temperature(max_logit_scale, "max_logit_scale")
+        super().__init__(None, **options)  # the temperature is derived from the parameter
         theta = torch.tensor(float(logit_scale))
         if learnable:
             self.logit_scale = torch.nn.Parameter(theta)
         else:
             self.register_buffer("logit_scale", theta)
         self.max_logit_scale = float(max_logit_scale)
-        self.normalize = bool(normalize)
-        self.sampler = resolve_sampler(sampler)
-        self.backend = backend
-        self.block_size = block_size
-        self.gather = check_gather(gather)
+
+    @property
+    def temperature(self) -> Tensor:
+        """The temperature :math:`e^{-\\theta}` (a tensor that carries θ's gradient)."""
+        return torch.exp(-self.logit_scale)
 
     def scale(self) -> Tensor:
-        """Return the multiplier :math:`t = \\min(e^{\\theta}, t_{max})`."""
-        return self.logit_scale.exp().clamp(max=self.max_logit_scale)
+        """Return the multiplier :math:`t = e^{\\theta}`."""
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp θ in place to :math:`[0, \\log t_{max}]`, as CLIP does after every optimiser step."""
+        self.logit_scale.clamp_(0.0, math.log(self.max_logit_scale))
+
+    def register_clamp(self, optimizer: torch.optim.Optimizer) -> Any:
+        """Clamp θ after every ``optimizer.step()``; return the hook handle (``.remove()`` undoes it)."""
+        return optimizer.register_step_post_hook(lambda *_: self.clamp_logit_scale_())
 
     def forward(self, image_features: Tensor, text_features: Tensor, labels: Tensor | None = None) -> Tensor:
         """Return the loss of paired ``image_features`` and ``text_features`` (each ``(B, D)``)."""
         if (message := logit_scale_as_labels(labels)) is not None:  # open_clip's loss(image, text, scale)
             raise ValueError(message)
-        return clip_loss(
-            image_features,
-            text_features,
-            self.scale(),
-            labels,
-            normalize=self.normalize,
-            sampler=self.sampler,
-            backend=self.backend,
-            block_size=self.block_size,
-            gather=self.gather,
-        )
+        return _clip(image_features, text_features, labels, self.logit_scale, self.options)
+
+    def extra_repr(self) -> str:
+        """Show the options."""
+        o = self.options
+        return (f"logit_scale={float(self.logit_scale.detach()):.4g}, max_logit_scale={self.max_logit_scale}, "
+                f"normalize={o.normalize}, backend={o.backend!r}, gather={o.gather!r}, "
+                f"validate_args={o.validate_args}")
 
 
 @hookimpl

@@ -7,25 +7,28 @@ from typing import Any
 import torch
 
 from contrastive._validation import check_embeddings, check_temperature
-from contrastive.distributed import all_gather_rows, batch_layout, should_gather
+from contrastive.distributed import all_gather_rows
 from contrastive.engine import RowStats, row_stats
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
     NEGATIVE_ONLY,
     EngineLoss,
+    EngineOptions,
     anchor_losses,
     append_negatives,
+    engine_options,
     extra_negatives,
     mean_over_valid,
+    world_layout,
 )
-from contrastive.samplers import MemoryQueue, resolve_sampler
+from contrastive.samplers import MemoryQueue
 
 Tensor = torch.Tensor
 
 
-def _check_pair(query: object, key: object) -> tuple[Tensor, Tensor]:
-    """Return ``(query, key)`` after checking they are finite, equally shaped 2-D tensors."""
-    query, key = check_embeddings(query, "query"), check_embeddings(key, "key")
+def _check_pair(query: object, key: object, finite: bool) -> tuple[Tensor, Tensor]:
+    """Return ``(query, key)`` after checking they are (finite,) equally shaped 2-D tensors."""
+    query, key = check_embeddings(query, "query", finite), check_embeddings(key, "key", finite)
     if query.shape != key.shape:
         raise ValueError(
             f"query and key must have one shape, got {tuple(query.shape)} and {tuple(key.shape)}"
@@ -44,62 +47,56 @@ def infonce_loss(
     negatives: Tensor | MemoryQueue | None = None,
     *,
     temperature: float | Tensor = 0.1,
-    normalize: bool = True,
     in_batch_negatives: bool = True,
-    sampler: Any = "uniform",
-    backend: str = "auto",
-    block_size: int | None = None,
-    gather: str | bool = "auto",
+    **options: Any,
 ) -> Tensor:
-    """Return the InfoNCE loss of ``query`` against its ``key`` ``(B, D)``; see :class:`InfoNCELoss`."""
-    query, key = _check_pair(query, key)
-    check_temperature(temperature)
+    """Return the InfoNCE loss of ``query`` against its ``key`` ``(B, D)``; see :class:`InfoNCELoss`.
+
+    ``options`` are the :class:`~contrastive.losses.base.EngineOptions`.
+    """
+    return _infonce(query, key, negatives, temperature, bool(in_batch_negatives), engine_options(options))
+
+
+def _infonce(query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None, temperature: float | Tensor,
+             in_batch_negatives: bool, options: EngineOptions) -> Tensor:
+    """InfoNCE with checked options."""
+    query, key = _check_pair(query, key, options.validate_args)
+    if options.validate_args:
+        check_temperature(temperature)
     batch = query.shape[0]
-    distributed = should_gather(gather)
-    layout = batch_layout(query, "query") if distributed and in_batch_negatives else None
-    total = batch if layout is None else layout.total
+    layout = world_layout(query, "query", options.gather)
+    total = layout.total
     if in_batch_negatives and total < 2:
         raise ValueError(
             f"query must hold at least two samples for in-batch negatives, got batch size {total}"
-            + ("" if layout is None else f" over all ranks ({', '.join(map(str, layout.sizes))})")
+            + ("" if layout.world_size == 1
+               else f" over all ranks ({', '.join(map(str, layout.sizes))})")
         )
-    sampler = resolve_sampler(sampler)
-    if normalize:
+    if options.normalize:
         query, key = torch.nn.functional.normalize(query, dim=1), torch.nn.functional.normalize(key, dim=1)
-    extra = extra_negatives(negatives, query, normalize)
+    extra = extra_negatives(negatives, query, options)
     labels = torch.arange(batch, device=query.device)
-    options = {
-        "temperature": temperature,
-        "exponents": sampler.exponents,
-        "backend": backend,
-        "block_size": block_size,
-    }
+    sampler = options.resolved_sampler
+    engine = {"temperature": temperature, **options.engine(sampler)}
     if in_batch_negatives:
         candidates, candidate_labels = key, labels
-        if layout is not None:  # keys of all ranks; pair ids offset by rank
+        if layout.world_size > 1:  # keys of all ranks; pair ids offset by rank
             candidates = all_gather_rows(key, layout)
             candidate_labels = torch.arange(layout.total, device=query.device)
             labels = labels + layout.offset
         candidates, candidate_labels = append_negatives(candidates, candidate_labels, extra)
-        stats = row_stats(query, candidates, labels, candidate_labels, None, **options)
+        stats = row_stats(query, candidates, labels, candidate_labels, **engine)
     else:
         if extra is None:
             raise ValueError(
                 "in_batch_negatives=False needs negatives= (a tensor or a non-empty MemoryQueue), got none"
             )
         fill = torch.full((extra.shape[0],), NEGATIVE_ONLY, dtype=torch.long, device=query.device)
-        negative_stats = row_stats(query, extra, labels, fill, None, **options)
-        positive = (query * key).sum(dim=1).to(negative_stats.neg_lse.dtype) / temperature
+        negative = row_stats(query, extra, labels, fill, **{**engine, "joint": False})
+        positive = (query * key).sum(dim=1).to(negative.neg_lse.dtype) / temperature
         ones = torch.ones(batch, dtype=torch.long, device=query.device)
-        stats = RowStats(
-            negative_stats.neg_lse,
-            positive,
-            positive,
-            ones,
-            negative_stats.neg_count,
-            negative_stats.exponents,
-        )
-    return mean_over_valid(*anchor_losses(stats, sampler, temperature), distributed=distributed)
+        stats = RowStats(negative.neg_lse, positive, positive, ones, negative.neg_count, negative.exponents)
+    return mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, options.validate_args)
 
 
 class InfoNCELoss(EngineLoss):
@@ -116,7 +113,8 @@ class InfoNCELoss(EngineLoss):
              + \sum_j e^{\langle q_i,n_j\rangle/\tau}}.
 
     With ``in_batch_negatives=False`` (MoCo) only the extra negatives are in the denominator.
-    A sampler other than ``uniform`` replaces the sum over negatives.
+    A sampler other than ``uniform`` replaces the sum over negatives. The remaining keyword
+    options are the :class:`~contrastive.losses.base.EngineOptions`.
 
     **Distributed** (``gather``, see :mod:`contrastive.distributed`): the local queries are
     the anchors; with in-batch negatives the keys of all ranks, gathered with gradient, are
@@ -128,25 +126,15 @@ class InfoNCELoss(EngineLoss):
     :class:`~contrastive.samplers.MemoryQueue` filled with ``enqueue`` under DDP is).
     """
 
-    def __init__(
-        self,
-        temperature: float | Tensor = 0.1,
-        normalize: bool = True,
-        in_batch_negatives: bool = True,
-        sampler: Any = "uniform",
-        backend: str = "auto",
-        block_size: int | None = None,
-        gather: str | bool = "auto",
-    ) -> None:
-        """Create the loss; see :func:`infonce_loss` for the options."""
-        super().__init__(temperature, normalize, sampler, backend, block_size, gather)
+    def __init__(self, temperature: float | Tensor = 0.1, in_batch_negatives: bool = True, **options: Any
+                 ) -> None:
+        """Create the loss; ``options`` are the :class:`~contrastive.losses.base.EngineOptions`."""
+        super().__init__(temperature, **options)
         self.in_batch_negatives = bool(in_batch_negatives)
 
     def forward(self, query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None = None) -> Tensor:
         """Return the loss of ``query`` against ``key`` (each ``(B, D)``), with optional ``negatives``."""
-        return infonce_loss(
-            query, key, negatives, in_batch_negatives=self.in_batch_negatives, **self.engine_options()
-        )
+        return _infonce(query, key, negatives, self.temperature, self.in_batch_negatives, self.options)
 
 
 @hookimpl

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 
 from contrastive.hookspecs import hookimpl
-from contrastive.losses.base import EngineLoss
-from contrastive.losses.supcon import supcon_loss
+from contrastive.losses.base import EngineLoss, engine_options
+from contrastive.losses.supcon import multiview_loss
 from contrastive.samplers import MemoryQueue
 
 Tensor = torch.Tensor
@@ -17,29 +17,25 @@ Tensor = torch.Tensor
 def nt_xent_loss(
     *views: Tensor,
     temperature: float | Tensor = 0.1,
-    normalize: bool = True,
-    sampler: Any = "uniform",
     negatives: Tensor | MemoryQueue | None = None,
-    backend: str = "auto",
-    block_size: int | None = None,
-    gather: str | bool = "auto",
+    **options: Any,
 ) -> Tensor:
-    """Return the NT-Xent loss of two or more ``views`` (each ``(B, D)``); see :class:`NTXentLoss`."""
+    """Return the NT-Xent loss of two or more ``views`` (each ``(B, D)``); see :class:`NTXentLoss`.
+
+    ``options`` are the :class:`~contrastive.losses.base.EngineOptions`.
+    """
+    return _nt_xent(views, temperature, negatives, engine_options(options))
+
+
+def _nt_xent(views: tuple[Tensor, ...], temperature: float | Tensor, negatives: Tensor | MemoryQueue | None,
+             options: Any) -> Tensor:
+    """NT-Xent with checked options: SupCon with one label per sample."""
     if len(views) < 2:
         raise ValueError(
             f"nt_xent needs at least two views (the positives are the other views), got {len(views)}; "
             "for one view with class labels use supcon"
         )
-    return supcon_loss(
-        *views,
-        temperature=temperature,
-        normalize=normalize,
-        sampler=sampler,
-        negatives=negatives,
-        backend=backend,
-        block_size=block_size,
-        gather=gather,
-    )
+    return multiview_loss(views, None, temperature, None, "all", negatives, options)
 
 
 class NTXentLoss(EngineLoss):
@@ -65,7 +61,8 @@ class NTXentLoss(EngineLoss):
     batches), so the mean over ranks is the loss of the global batch and DDP's gradient
     averaging gives its exact gradient. Local batch sizes may differ. ``negatives`` are
     not gathered: pass the same on every rank (as a :class:`~contrastive.samplers.MemoryQueue`
-    filled with ``enqueue`` under DDP is).
+    filled with ``enqueue`` under DDP is). The keyword options are the
+    :class:`~contrastive.losses.base.EngineOptions`.
     """
 
     def forward(
@@ -81,7 +78,7 @@ class NTXentLoss(EngineLoss):
                 "labels must be None for nt_xent (its positives are the other views of the same sample); "
                 "use get_loss('supcon') to treat samples with one label as positives"
             )
-        return nt_xent_loss(*views, negatives=negatives, **self.engine_options())
+        return _nt_xent(views, self.temperature, negatives, self.options)
 
 
 @hookimpl

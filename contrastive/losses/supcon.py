@@ -7,19 +7,20 @@ from typing import Any
 import torch
 
 from contrastive._validation import check_choice, check_labels, check_temperature, check_views
-from contrastive.distributed import batch_layout, should_gather
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
     EngineLoss,
+    EngineOptions,
     anchor_losses,
+    engine_options,
     extra_negatives,
-    gathered_multiview_stats,
     mean_over_valid,
     multiview_stats,
     normalize_views,
     sample_labels,
+    world_layout,
 )
-from contrastive.samplers import MemoryQueue, resolve_sampler
+from contrastive.samplers import MemoryQueue
 
 Tensor = torch.Tensor
 CONTRAST_MODES = ("all", "one")
@@ -31,19 +32,35 @@ def supcon_loss(
     temperature: float | Tensor = 0.1,
     base_temperature: float | None = None,
     contrast_mode: str = "all",
-    normalize: bool = True,
-    sampler: Any = "uniform",
     negatives: Tensor | MemoryQueue | None = None,
-    backend: str = "auto",
-    block_size: int | None = None,
-    gather: str | bool = "auto",
+    **options: Any,
 ) -> Tensor:
-    """Return the SupCon loss of ``views`` (each ``(B, D)``) with ``labels`` ``(B,)`` (see SupConLoss)."""
-    views = check_views(views)
-    check_temperature(temperature)
+    """Return the SupCon loss of ``views`` (each ``(B, D)``) with ``labels`` ``(B,)`` (see SupConLoss).
+
+    ``options`` are the :class:`~contrastive.losses.base.EngineOptions` (``normalize``,
+    ``sampler``, ``backend``, ``block_size``, ``gather``, ``validate_args``).
+    """
     check_choice(contrast_mode, "contrast_mode", CONTRAST_MODES)
     if base_temperature is not None:
         check_temperature(base_temperature, "base_temperature")
+    return multiview_loss(views, labels, temperature, base_temperature, contrast_mode, negatives,
+                          engine_options(options))
+
+
+def multiview_loss(
+    views: tuple[Tensor, ...],
+    labels: Tensor | None,
+    temperature: float | Tensor,
+    base_temperature: float | None,
+    contrast_mode: str,
+    negatives: Tensor | MemoryQueue | None,
+    options: EngineOptions,
+) -> Tensor:
+    """SupCon over stacked views with checked ``options``: the body shared by supcon and nt_xent."""
+    validate = options.validate_args
+    views = check_views(views, finite=validate)
+    if validate:
+        check_temperature(temperature)
     batch, device = views[0].shape[0], views[0].device
     if labels is None and len(views) < 2:
         raise ValueError(
@@ -52,23 +69,19 @@ def supcon_loss(
         )
     if labels is not None:
         labels = check_labels(labels, batch).to(device)
-    layout = batch_layout(views[0], "views") if should_gather(gather) else None
+    layout = world_layout(views[0], "views", options.gather)
     labels = sample_labels(labels, batch, device, layout)  # global ones when gathering
-    if len(views) == 1 and int(torch.bincount(labels).max()) < 2:
+    if validate and len(views) == 1 and int(torch.bincount(labels).max()) < 2:
         raise ValueError(
             "no anchor has a positive: with one view every label in labels occurs once; "
             "pass a second view or labels shared by two samples"
         )
-    sampler = resolve_sampler(sampler)
-    z = torch.cat(normalize_views(views, normalize))
-    extra = extra_negatives(negatives, z, normalize)
+    z = torch.cat(normalize_views(views, options.normalize))
+    extra = extra_negatives(negatives, z, options)
     anchors = None if contrast_mode == "all" else batch
-    options = (temperature, sampler, backend, block_size)
-    if layout is None:
-        stats = multiview_stats(z, labels.repeat(len(views)), anchors, extra, *options)
-    else:
-        stats = gathered_multiview_stats(z, labels, layout, len(views), anchors, extra, *options)
-    loss = mean_over_valid(*anchor_losses(stats, sampler, temperature), distributed=layout is not None)
+    sampler = options.resolved_sampler
+    stats = multiview_stats(z, labels, layout, len(views), anchors, extra, temperature, sampler, options)
+    loss = mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, validate)
     if base_temperature is not None:
         loss = loss * (temperature / base_temperature)
     return loss
@@ -89,6 +102,7 @@ class SupConLoss(EngineLoss):
     positive (a label seen once, one view) are left out of the mean :math:`I'`; a batch
     with no positive at all is a ValueError. Without labels it equals :class:`NTXentLoss`.
     A sampler other than ``uniform`` replaces the negative part of the denominator.
+    The remaining keyword options are the :class:`~contrastive.losses.base.EngineOptions`.
 
     **Distributed** (``gather``, see :mod:`contrastive.distributed`): the local views are
     the anchors; the candidates are the views of all ranks, gathered with gradient, and
@@ -106,14 +120,10 @@ class SupConLoss(EngineLoss):
         temperature: float | Tensor = 0.1,
         base_temperature: float | None = None,
         contrast_mode: str = "all",
-        normalize: bool = True,
-        sampler: Any = "uniform",
-        backend: str = "auto",
-        block_size: int | None = None,
-        gather: str | bool = "auto",
+        **options: Any,
     ) -> None:
-        """Create the loss; see :func:`supcon_loss` for the options."""
-        super().__init__(temperature, normalize, sampler, backend, block_size, gather)
+        """Create the loss; ``options`` are the :class:`~contrastive.losses.base.EngineOptions`."""
+        super().__init__(temperature, **options)
         if base_temperature is not None:
             check_temperature(base_temperature, "base_temperature")
         self.base_temperature = base_temperature
@@ -123,14 +133,8 @@ class SupConLoss(EngineLoss):
         self, *views: Tensor, labels: Tensor | None = None, negatives: Tensor | MemoryQueue | None = None
     ) -> Tensor:
         """Return the loss of ``views`` (each ``(B, D)``) with optional ``labels`` ``(B,)``."""
-        return supcon_loss(
-            *views,
-            labels=labels,
-            base_temperature=self.base_temperature,
-            contrast_mode=self.contrast_mode,
-            negatives=negatives,
-            **self.engine_options(),
-        )
+        return multiview_loss(views, labels, self.temperature, self.base_temperature, self.contrast_mode,
+                              negatives, self.options)
 
 
 @hookimpl

@@ -48,6 +48,13 @@ class Sampler(torch.nn.Module):
         """Return log N_g per anchor, shape ``(M,)``, from the row statistics."""
         raise NotImplementedError
 
+    def is_uniform(self) -> bool:
+        """Whether N_g is exactly the sum over negatives (then losses use the engine's joint statistics).
+
+        Decided from the sampler's options, never from data; False unless a subclass knows better.
+        """
+        return False
+
     def negative_log_weights(self, similarities: Tensor) -> Tensor:
         """Return unnormalised log-probabilities of drawing each candidate (uniform: zeros)."""
         return torch.zeros_like(similarities)

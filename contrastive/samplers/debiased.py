@@ -74,6 +74,10 @@ class DebiasedSampler(Sampler):
         """Return the log of the debiased negative term."""
         return debiased_log_negative(stats.neg_lse_at(1.0), stats, temperature, self.tau_plus)
 
+    def is_uniform(self) -> bool:
+        """With ``tau_plus=0`` the correction and the clamp vanish."""
+        return self.tau_plus == 0.0
+
     def extra_repr(self) -> str:
         """Show ``tau_plus``."""
         return f"tau_plus={self.tau_plus}"

@@ -60,6 +60,10 @@ class HardNegativeSampler(Sampler):
         """Return the log of the reweighted, debiased negative term."""
         return debiased_log_negative(self.reweighted_log_sum(stats), stats, temperature, self.tau_plus)
 
+    def is_uniform(self) -> bool:
+        """With ``beta=0`` and ``tau_plus=0`` the weights are one and nothing is corrected."""
+        return self.beta == 0.0 and self.tau_plus == 0.0
+
     def negative_log_weights(self, similarities: Tensor) -> Tensor:
         """Return :math:`\\beta s_{ij}`: negatives are drawn with probability ∝ :math:`e^{\\beta s_{ij}}`."""
         return self.beta * similarities

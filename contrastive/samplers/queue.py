@@ -54,20 +54,29 @@ class MemoryQueue(torch.nn.Module):
         self.register_buffer("keys", keys)
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         self.register_buffer("count", torch.full((), size if init == "random" else 0, dtype=torch.long))
+        # Python copies of pointer and count: the hot path (negatives, enqueue) never reads the buffers
+        self._pointer, self._count = 0, size if init == "random" else 0
+        self.register_load_state_dict_post_hook(lambda module, _: module._sync_from_buffers())
+
+    def _sync_from_buffers(self) -> None:
+        """Refresh the Python copies of pointer and count from the buffers (after loading or broadcasting)."""
+        self._pointer, self._count = int(self.pointer), int(self.count)
 
     def __len__(self) -> int:
         """Return how many keys the queue holds now."""
-        return int(self.count)
+        return self._count
 
     @torch.no_grad()
-    def enqueue(self, keys: Tensor, gather: str | bool = "auto") -> None:
+    def enqueue(self, keys: Tensor, gather: str | bool = "auto", validate_args: bool = True) -> None:
         """Append ``keys`` (detached), overwriting the oldest entries once full.
+
+        ``validate_args=False`` skips the finiteness check, the one read from the device.
 
         ``gather`` (``"auto"``: when more than one rank is initialised) appends the keys
         of all ranks in rank order instead, so that every rank's queue stays the same;
         every rank must then call ``enqueue``.
         """
-        keys = check_embeddings(keys, "keys").detach()
+        keys = check_embeddings(keys, "keys", finite=validate_args).detach()
         if should_gather(gather):  # widths are compared across ranks first, so all ranks agree on errors
             keys = all_gather_rows(keys, batch_layout(keys, "keys"))
         size, dim = self.keys.shape
@@ -76,11 +85,12 @@ class MemoryQueue(torch.nn.Module):
                 f"keys must have dimension {dim} to fit the queue, got shape {tuple(keys.shape)}"
             )
         keys = keys[-size:].to(self.keys.dtype)
-        start = int(self.pointer)
+        start = self._pointer
         positions = (start + torch.arange(keys.shape[0], device=self.keys.device)) % size
         self.keys[positions] = keys
-        self.pointer.fill_((start + keys.shape[0]) % size)
-        self.count.fill_(min(size, int(self.count) + keys.shape[0]))
+        self._pointer, self._count = (start + keys.shape[0]) % size, min(size, self._count + keys.shape[0])
+        self.pointer.fill_(self._pointer)
+        self.count.fill_(self._count)
 
     @torch.no_grad()
     def broadcast(self, src: int = 0) -> None:
@@ -92,10 +102,11 @@ class MemoryQueue(torch.nn.Module):
             )
         for buffer in (self.keys, self.pointer, self.count):
             dist.broadcast(buffer, src)
+        self._sync_from_buffers()
 
     def negatives(self) -> Tensor:
         """Return the stored keys, shape ``(len(self), dim)``, without gradient."""
-        return self.keys[: int(self.count)].detach()
+        return self.keys[: self._count].detach()
 
     def forward(self) -> Tensor:
         """Alias of :meth:`negatives`."""
@@ -103,4 +114,4 @@ class MemoryQueue(torch.nn.Module):
 
     def extra_repr(self) -> str:
         """Show capacity and fill."""
-        return f"size={self.keys.shape[0]}, dim={self.keys.shape[1]}, count={int(self.count)}"
+        return f"size={self.keys.shape[0]}, dim={self.keys.shape[1]}, count={self._count}"

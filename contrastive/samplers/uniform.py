@@ -29,6 +29,10 @@ class UniformSampler(Sampler):
         """Return :math:`\\log \\sum_{j\\in N(i)} e^{s_{ij}}`."""
         return stats.neg_lse_at(1.0)
 
+    def is_uniform(self) -> bool:
+        """Always: this is the uniform denominator."""
+        return True
+
 
 @hookimpl
 def register_samplers(register) -> None:  # noqa: ANN001
