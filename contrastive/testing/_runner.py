@@ -100,11 +100,20 @@ class Subject:
             )
         return None
 
-    def skip(self, invariant: str, reason: str) -> None:
-        """Record that ``invariant`` was not checked, and why."""
+    def skip(self, invariant: str, reason: str, *, loud: bool = False) -> None:
+        """Record that ``invariant`` was not checked, and why; ``loud``: also name it in the warning."""
         self.report.skipped[invariant] = reason
-        if self.factory is None and "given as an instance" in reason:
+        if loud:
             self._loud.append(invariant)
+
+    def skip_unless_buildable(self, invariant: str, option: str) -> bool:
+        """Skip ``invariant`` and return True when the plugin cannot be built with ``option``."""
+        reason = self.why_not(option)
+        if reason is None:
+            return False
+        takes_it = option in (_keyword_arguments(self.signature) or ())
+        self.skip(invariant, reason, loud=self.factory is None and takes_it)
+        return True
 
     def passed(self, invariant: str) -> None:
         """Record that ``invariant`` held."""
