@@ -1,112 +1,268 @@
-"""Time forward+backward and peak memory of NT-Xent implementations, each size and library in its own process.
+"""Forward+backward time and peak memory of contrastive losses: ours against the libraries people use.
 
-Implementations (two views of B samples, 2N = 2B embeddings of dimension D, fp32, CPU):
+Families (fp32, CPU, D=128, two views of B samples, 2N = 2B embeddings):
 
-* ``ours``       -- ``contrastive.functional.nt_xent`` on the chunked engine;
-* ``torch``      -- the materialised SimCLR loss: 2N x 2N logits, diagonal masked, cross entropy;
-* ``pml-ntxent`` -- pytorch-metric-learning ``NTXentLoss`` (pair ids as labels);
-* ``pml-supcon`` -- pytorch-metric-learning ``SupConLoss`` (pair ids as labels: the same loss).
+* ``nt_xent``: ours (``get_loss("nt_xent")``, default options, and ``validate_args=False``), the
+  materialised 10-line SimCLR loss (``torch``), lightly ``NTXentLoss``, pytorch-metric-learning
+  ``NTXentLoss`` (where its O(N^3) memory fits);
+* ``supcon`` (10 classes): ours, a materialised SupCon, pytorch-metric-learning ``SupConLoss``;
+* ``hard`` (Robinson et al., beta=1, tau_plus=0.1): ours, the materialised formula;
+* ``clip`` (B pairs, 2N = 2B features): ours (``ClipLoss``), open_clip ``ClipLoss``.
 
-Peak memory is the growth of the process's peak resident set over its resident set
-after the inputs were built (so the interpreter and torch themselves are not counted).
-Run ``python benchmarks/bench_losses.py`` (add ``--sizes 512 4096`` to choose sizes).
+**Time** is measured in one process per family and size, in alternating rounds (every round
+times each implementation once, in rotating order) after one warm-up call each; the table
+gives the median time and the median of the per-round ratios ours / other, which cancels most
+of the drift of a shared machine. ``OMP_WAIT_POLICY=PASSIVE`` and a fixed thread count are set
+before torch is imported (the default spin-wait inflated small cells 5-60x under load).
+
+**Bound**: the time this machine needs for the loss's matmul FLOPs and exponentials, measured
+in the same process (``4·(2N)²·D`` FLOPs and ``(2N)²`` exps for nt_xent/supcon/hard as in the
+issue; ``6·B²·D`` and ``B²`` for clip: one forward and two backward products).
+
+**Memory** is the growth of a fresh process's peak resident set over its resident set after
+the inputs were built (one process per cell; ``--memory-sizes``).
+
+Run ``python benchmarks/bench_losses.py`` (``--smoke`` for a seconds-long check). Peers that
+are not installed are reported as such.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import resource
-import subprocess
-import sys
-import time
-from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP pool
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SIZES = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144]
-IMPLEMENTATIONS = ["ours", "torch", "pml-ntxent", "pml-supcon"]
-# Largest 2N each implementation runs at; beyond, its O(N^2) (pml-ntxent: O(N^3)) memory exceeds RAM.
-MAX_SIZE = {"ours": 262144, "torch": 16384, "pml-ntxent": 512, "pml-supcon": 16384}
+SIZES = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+MEMORY_SIZES = [1024, 4096, 16384]
+LARGE_SIZES = [65536, 262144]
+FAMILIES = ["nt_xent", "supcon", "hard", "clip"]
 TEMPERATURE = 0.1
+DIM = 128
+CLASSES = 10
+#: Largest 2N each peer runs at (memory: PML's NT-Xent is O(N^3); time: PML SupCon is slow).
+MAX_SIZE = {"pml": 1024, "pml-supcon": 4096}
 
 
-def _rss_bytes() -> int:
-    """Current resident set size of this process."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _loss_fn(name: str):
-    """Return ``f(z1, z2) -> loss`` for implementation ``name``."""
+def implementations(family: str) -> dict:
+    """Return ``{name: (make, call)}``: ``make()`` builds the loss, ``call(loss, z1, z2, y)`` runs it."""
     import torch
     import torch.nn.functional as F
 
-    if name == "ours":
-        from contrastive.functional import nt_xent
+    import contrastive as cl
 
-        return lambda z1, z2: nt_xent(z1, z2, temperature=TEMPERATURE, backend="chunked")
-    if name == "torch":
+    def ours(**options):
+        name = "supcon" if family == "supcon" else "nt_xent"
+        if family == "clip":
+            return lambda: cl.get_loss("clip", **options)
+        if family == "hard":
+            options["sampler"] = cl.get_sampler("hard", beta=1.0, tau_plus=0.1)
+        return lambda: cl.get_loss(name, temperature=TEMPERATURE, **options)
 
-        def materialised(z1, z2):
-            z = F.normalize(torch.cat([z1, z2]), dim=1)
-            logits = (z @ z.T / TEMPERATURE).fill_diagonal_(float("-inf"))
-            b = z1.shape[0]
-            return F.cross_entropy(logits, torch.cat([torch.arange(b, 2 * b), torch.arange(b)]))
+    def call_ours(loss, z1, z2, y):
+        return loss(z1, z2, labels=y) if family == "supcon" else loss(z1, z2)
 
-        return materialised
-    from pytorch_metric_learning import losses
+    impls = {"ours": (ours(), call_ours), "ours (validate_args=False)": (ours(validate_args=False), call_ours)}
+    if family == "nt_xent":
+        impls["torch"] = (lambda: None, lambda _, z1, z2, y: materialised_nt_xent(z1, z2))
+        impls["lightly"] = (_peer("lightly.loss", "NTXentLoss", temperature=TEMPERATURE),
+                            lambda loss, z1, z2, y: loss(z1, z2))
+        impls["pml"] = (_peer("pytorch_metric_learning.losses", "NTXentLoss", temperature=TEMPERATURE),
+                        lambda loss, z1, z2, y: loss(torch.cat([z1, z2]), torch.arange(z1.shape[0]).repeat(2)))
+    elif family == "supcon":
+        impls["torch"] = (lambda: None, lambda _, z1, z2, y: materialised_supcon(z1, z2, y))
+        impls["pml-supcon"] = (_peer("pytorch_metric_learning.losses", "SupConLoss", temperature=TEMPERATURE),
+                               lambda loss, z1, z2, y: loss(torch.cat([z1, z2]), y.repeat(2)))
+    elif family == "hard":
+        impls["torch"] = (lambda: None, lambda _, z1, z2, y: materialised_hard(z1, z2))
+    else:
+        scale = torch.tensor(math.log(1 / 0.07))
 
-    pml = (
-        losses.NTXentLoss(temperature=TEMPERATURE)
-        if name == "pml-ntxent"
-        else losses.SupConLoss(temperature=TEMPERATURE)
-    )
+        def open_clip_call(loss, z1, z2, y):
+            return loss(F.normalize(z1, dim=1), F.normalize(z2, dim=1), scale.exp())
 
-    def metric_learning(z1, z2):
-        b = z1.shape[0]
-        return pml(torch.cat([z1, z2]), torch.arange(b).repeat(2))
-
-    return metric_learning
+        impls["open_clip"] = (_peer("open_clip.loss", "ClipLoss"), open_clip_call)
+    return impls
 
 
-def worker(name: str, size: int, dim: int, repeats: int) -> dict:
-    """Measure one implementation at one size in this process; return a result row."""
+def _peer(module: str, name: str, **options):
+    """A factory of a peer library's loss (ImportError is raised when it is called, if absent)."""
+    def make():
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(**options)
+
+    return make
+
+
+def materialised_nt_xent(z1, z2):
+    """The 10-line SimCLR loss: the 2N x 2N logits, the diagonal masked, cross entropy."""
+    import torch
+    import torch.nn.functional as F
+
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    logits = (z @ z.T / TEMPERATURE).fill_diagonal_(float("-inf"))
+    b = z1.shape[0]
+    return F.cross_entropy(logits, torch.cat([torch.arange(b, 2 * b), torch.arange(b)]))
+
+
+def materialised_supcon(z1, z2, y):
+    """SupCon (L_out) from the full matrix: mean log-probability of each anchor's positives."""
+    import torch
+    import torch.nn.functional as F
+
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    labels = y.repeat(2)
+    logits = (z @ z.T / TEMPERATURE).fill_diagonal_(float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positive = (labels[:, None] == labels[None, :]).fill_diagonal_(False)
+    count = positive.sum(1)
+    per_anchor = -log_prob.masked_fill(~positive, 0.0).sum(1) / count.clamp(min=1)
+    return per_anchor[count > 0].mean()
+
+
+def materialised_hard(z1, z2, beta=1.0, tau_plus=0.1):
+    """Robinson et al.'s hard-negative loss for two views from the full matrix (their formula)."""
+    import torch
+    import torch.nn.functional as F
+
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    b = z1.shape[0]
+    sim = z @ z.T / TEMPERATURE
+    partner = torch.cat([torch.arange(b, 2 * b), torch.arange(b)])
+    pos = torch.exp(sim.gather(1, partner[:, None]).squeeze(1))
+    negative = torch.ones_like(sim, dtype=torch.bool).fill_diagonal_(False)
+    negative[torch.arange(2 * b), partner] = False
+    n_neg = 2 * b - 2
+    exp_sim = torch.exp(sim).masked_fill(~negative, 0.0)
+    weights = torch.exp(beta * sim).masked_fill(~negative, 0.0)
+    reweighted = (weights * exp_sim).sum(1) / (weights.sum(1) / n_neg)
+    ng = torch.clamp((reweighted - tau_plus * n_neg * pos) / (1 - tau_plus), min=n_neg * math.exp(-1 / TEMPERATURE))
+    return -torch.log(pos / (pos + ng)).mean()
+
+
+def inputs(family: str, size: int, seed: int = 0):
+    """Two views of ``size // 2`` samples (leaves) and 10-class labels."""
     import torch
 
-    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     b = size // 2
-    z1 = torch.randn(b, dim, requires_grad=True)
-    z2 = torch.randn(b, dim, requires_grad=True)
-    fn = _loss_fn(name)
-    baseline = _rss_bytes()
-    times = []
-    loss = None
-    for _ in range(repeats):
-        z1.grad = z2.grad = None
-        start = time.perf_counter()
-        loss = fn(z1, z2)
-        loss.backward()
-        times.append(time.perf_counter() - start)
+    z1 = torch.randn(b, DIM, generator=g).requires_grad_()
+    z2 = torch.randn(b, DIM, generator=g).requires_grad_()
+    return z1, z2, torch.randint(0, CLASSES, (b,), generator=g)
+
+
+def _step(call, loss, z1, z2, y) -> float:
+    """Time one forward+backward."""
+    z1.grad = z2.grad = None
+    start = time.perf_counter()
+    call(loss, z1, z2, y).backward()
+    return time.perf_counter() - start
+
+
+def time_cell(family: str, size: int, rounds: int, only: list[str] | None) -> list[dict]:
+    """Alternating rounds of every available implementation at one size; one row per implementation."""
+    z1, z2, y = inputs(family, size)
+    ready, rows = {}, []
+    for name, (make, call) in implementations(family).items():
+        if only and name not in only:
+            continue
+        if size > MAX_SIZE.get(name, math.inf):
+            continue
+        try:
+            loss = make()
+            _step(call, loss, z1, z2, y)  # warm-up (and the registry's first load)
+            ready[name] = (loss, call)
+        except ImportError as error:
+            rows.append({"family": family, "implementation": name, "size": size, "error": f"not installed ({error.name})"})
+        except (TypeError, ValueError) as error:  # e.g. an option an older commit does not have
+            rows.append({"family": family, "implementation": name, "size": size, "error": f"failed: {error}"[:60]})
+    times = {name: [] for name in ready}
+    names = list(ready)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            loss, call = ready[name]
+            times[name].append(_step(call, loss, z1, z2, y))
+    for name in names:
+        row = {"family": family, "implementation": name, "size": size, "dim": DIM, "rounds": rounds,
+               "seconds": statistics.median(times[name]), "load_average": os.getloadavg()[0]}
+        if "ours" in times and name != "ours":
+            row["ours_over_this"] = statistics.median(o / t for o, t in zip(times["ours"], times[name], strict=True))
+        rows.append(row)
+    return rows
+
+
+def machine_rates(threads: int) -> dict:
+    """Measured fp32 matmul FLOP/s and exp/s of this machine at ``threads`` threads."""
+    import torch
+
+    a, b = torch.randn(2048, DIM), torch.randn(DIM, 2048)
+    m = torch.randn(2048, 2048)
+    for _ in range(3):
+        a @ b, torch.exp(m)
+    mm, ex = [], []
+    for _ in range(7):
+        t = time.perf_counter()
+        a @ b
+        mm.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        torch.exp(m)
+        ex.append(time.perf_counter() - t)
+    return {"matmul_flops_per_s": 2 * 2048 * 2048 * DIM / min(mm), "exp_per_s": 2048 * 2048 / min(ex),
+            "threads": threads}
+
+
+def bound_seconds(family: str, size: int, rates: dict) -> float:
+    """The matmul-and-exp bound of one forward+backward at ``size`` embeddings."""
+    if family == "clip":
+        b = size // 2
+        flops, exps = 6 * b * b * DIM, b * b
+    else:
+        flops, exps = 4 * size * size * DIM, size * size
+    return flops / rates["matmul_flops_per_s"] + exps / rates["exp_per_s"]
+
+
+def memory_worker(family: str, name: str, size: int) -> dict:
+    """Peak resident growth of one forward+backward in this (fresh) process."""
+    z1, z2, y = inputs(family, size)
+    make, call = implementations(family)[name]
+    loss = make()
+    with open("/proc/self/statm") as f:
+        baseline = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    seconds = _step(call, loss, z1, z2, y)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {
-        "implementation": name,
-        "size": size,
-        "dim": dim,
-        "seconds": min(times),
-        "repeats": repeats,
-        "peak_bytes": max(0, peak - baseline),
-        "peak_rss_bytes": peak,
-        "loss": float(loss.detach()),
-        "threads": torch.get_num_threads(),
-        "load_average": os.getloadavg()[0],
-    }
+    return {"family": family, "implementation": name, "size": size, "peak_bytes": max(0, peak - baseline),
+            "peak_rss_bytes": peak, "seconds_single": seconds}
 
 
-def machine() -> dict:
-    """Machine, software and commit the table was measured on."""
+def memory_cell(family: str, name: str, size: int, threads: int, timeout: float) -> dict:
+    """Run :func:`memory_worker` in a fresh process."""
+    cmd = [sys.executable, __file__, "--memory-worker", family, name, str(size), "--threads", str(threads)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    except subprocess.TimeoutExpired:
+        return {"family": family, "implementation": name, "size": size, "error": "timed out"}
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return {"family": family, "implementation": name, "size": size, "error": f"failed: {last[:80]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def machine(threads: int) -> dict:
+    """Machine, software and commit the tables were measured on."""
     import torch
 
     def run(cmd: list[str]) -> str:
@@ -115,115 +271,132 @@ def machine() -> dict:
         except OSError:
             return ""
 
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in run(["lscpu"]).splitlines()
-            if line.startswith("Model name")
-        ),
-        platform.processor(),
-    )
-    memory = next(
-        (int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0
-    )
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_bytes": memory,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "commit": run(["git", "rev-parse", "HEAD"]),
-        "dirty": bool(run(["git", "status", "--porcelain", "--", "contrastive"])),
-    }
+    model = next((line.split(":", 1)[1].strip() for line in run(["lscpu"]).splitlines()
+                  if line.startswith("Model name")), platform.processor())
+    versions = {}
+    for module in ("lightly", "open_clip", "pytorch_metric_learning"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001 - absent or broken: reported as absent
+            versions[module] = None
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "peers": versions, "commit": run(["git", "rev-parse", "HEAD"]),
+            "dirty": bool(run(["git", "status", "--porcelain", "--", "contrastive"]))}
 
 
-def markdown(rows: list[dict], info: dict) -> str:
-    """Render the result rows as a markdown table with the machine above it."""
+def markdown(report: dict) -> str:
+    """Render the report as markdown tables (one per family) with the machine above them."""
+    info, rates = report["machine"], report["rates"]
+    load = report["load_average"]
     lines = [
-        f"# NT-Xent forward+backward, D={rows[0]['dim'] if rows else 128}, fp32, CPU",
+        "# Contrastive losses, forward+backward, D=128, fp32, CPU",
         "",
-        f"- CPU: {info['cpu']} ({info['cores']} cores, {info['memory_bytes'] / 2**30:.0f} GiB), "
-        f"torch {info['torch']} ({info['threads']} threads), Python {info['python']}",
-        f"- commit: `{info['commit']}`"
-        + (" (with uncommitted changes to contrastive/)" if info["dirty"] else ""),
-        "- time: best of the repeats; memory: peak resident growth over the inputs; "
-        "each cell measured in its own process",
+        f"- CPU: {info['cpu']} ({info['cores']} cores), torch {info['torch']}, {info['threads']} threads, "
+        f"OMP_WAIT_POLICY={info['omp_wait_policy']}, Python {info['python']}",
+        f"- peers: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in info["peers"].items()),
+        f"- commit: `{info['commit']}`" + (" (with uncommitted changes to contrastive/)" if info["dirty"] else ""),
+        f"- load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}",
+        f"- measured rates: {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s fp32 matmul, "
+        f"{rates['exp_per_s'] / 1e9:.2f} G exp/s",
+        "- time: median of alternating rounds; ratio: median of per-round ratios ours / other; "
+        "bound: matmul FLOPs + exps at the measured rates",
         "",
-        "| 2N | " + " | ".join(IMPLEMENTATIONS) + " | ours / torch (time) | ours / torch (memory) |",
-        "|---:|" + "---:|" * (len(IMPLEMENTATIONS) + 2),
     ]
-    by_key = {(r["implementation"], r["size"]): r for r in rows}
-    for size in sorted({r["size"] for r in rows}):
-        cells = []
-        for name in IMPLEMENTATIONS:
-            r = by_key.get((name, size))
-            cells.append(
-                "—"
-                if r is None
-                else (r.get("error") or f"{r['seconds']:.3f} s / {r['peak_bytes'] / 2**20:,.0f} MiB")
-            )
-        ours, ref = by_key.get(("ours", size)), by_key.get(("torch", size))
-        if ours and ref and "error" not in ours and "error" not in ref:
-            ratio = [
-                f"{ours['seconds'] / ref['seconds']:.2f}x",
-                f"{ours['peak_bytes'] / max(ref['peak_bytes'], 1):.3f}x",
-            ]
-        else:
-            ratio = ["—", "—"]
-        lines.append(f"| {size:,} | " + " | ".join(cells + ratio) + " |")
-    return "\n".join(lines) + "\n"
+    rows = report["timing"]
+    for family in FAMILIES:
+        mine = [r for r in rows if r["family"] == family]
+        if not mine:
+            continue
+        names = list(dict.fromkeys(r["implementation"] for r in mine))
+        others = [n for n in names if n != "ours"]
+        lines += [f"## {family}", "",
+                  "| 2N | " + " | ".join(f"{n} (ms)" for n in names) + " | "
+                  + " | ".join(f"ours / {n}" for n in others) + " | ours / bound |",
+                  "|---:|" + "---:|" * (len(names) + len(others) + 1)]
+        for size in sorted({r["size"] for r in mine}):
+            by = {r["implementation"]: r for r in mine if r["size"] == size}
+            cells = [("—" if n not in by else by[n].get("error") or f"{by[n]['seconds'] * 1e3:,.1f}") for n in names]
+            ratios = [f"{by[n]['ours_over_this']:.2f}x" if n in by and "ours_over_this" in by[n] else "—"
+                      for n in others]
+            ours = by.get("ours")
+            bound = f"{ours['seconds'] / ours['bound_seconds']:.2f}x" if ours and "seconds" in ours else "—"
+            lines.append(f"| {size:,} | " + " | ".join(cells + ratios + [bound]) + " |")
+        lines.append("")
+    memory = report["memory"]
+    if memory:
+        lines += ["## peak memory above the inputs (MiB), one process per cell", "",
+                  "| loss | implementation | " + " | ".join(f"{s:,}" for s in sorted({m["size"] for m in memory})) + " |",
+                  "|---|---|" + "---:|" * len({m["size"] for m in memory})]
+        sizes = sorted({m["size"] for m in memory})
+        for key in dict.fromkeys((m["family"], m["implementation"]) for m in memory):
+            by = {m["size"]: m for m in memory if (m["family"], m["implementation"]) == key}
+            cells = [("—" if s not in by else by[s].get("error") or f"{by[s]['peak_bytes'] / 2**20:,.0f}") for s in sizes]
+            lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
-def main() -> None:
-    """Run every (implementation, size) cell in a fresh process and write JSON + markdown."""
+def rounds_for(size: int) -> int:
+    """More rounds where a cell is short."""
+    return 15 if size <= 512 else 7 if size <= 2048 else 5 if size <= 4096 else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure and write ``<output>.json`` and ``<output>.md``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="*", default=FAMILIES, choices=FAMILIES)
     parser.add_argument("--sizes", type=int, nargs="*", default=SIZES)
-    parser.add_argument("--implementations", nargs="*", default=IMPLEMENTATIONS)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--memory-sizes", type=int, nargs="*", default=MEMORY_SIZES)
+    parser.add_argument("--large-sizes", type=int, nargs="*", default=LARGE_SIZES,
+                        help="nt_xent sizes measured for ours only (time of one call and memory)")
+    parser.add_argument("--implementations", nargs="*", default=None, help="restrict to these names")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round, no memory cells")
     parser.add_argument("--output", default=str(RESULTS / "losses"))
-    parser.add_argument("--worker", nargs=2, metavar=("IMPLEMENTATION", "SIZE"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        name, size = args.worker[0], int(args.worker[1])
-        print(json.dumps(worker(name, size, args.dim, repeats=3 if size <= 4096 else 1)))
-        return
-    info = machine()
-    rows = []
-    for size in args.sizes:
-        for name in args.implementations:
-            if size > MAX_SIZE[name]:
-                continue
-            cmd = [sys.executable, __file__, "--worker", name, str(size), "--dim", str(args.dim)]
-            try:
-                done = subprocess.run(
-                    cmd,
-                    capture_output=True,
-                    text=True,
-                    timeout=args.timeout,
-                    cwd=ROOT,
-                    env={**os.environ, "PYTHONPATH": str(ROOT)},
-                )
-                row = (
-                    json.loads(done.stdout.strip().splitlines()[-1])
-                    if done.returncode == 0
-                    else {
-                        "implementation": name,
-                        "size": size,
-                        "dim": args.dim,
-                        "error": f"failed (exit {done.returncode})",
-                    }
-                )
-            except subprocess.TimeoutExpired:
-                row = {"implementation": name, "size": size, "dim": args.dim, "error": "timed out"}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            Path(args.output + ".json").write_text(
-                json.dumps({"machine": info, "results": rows}, indent=2) + "\n"
-            )
-            Path(args.output + ".md").write_text(markdown(rows, info))
+    parser.add_argument("--memory-worker", nargs=3, metavar=("FAMILY", "NAME", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.memory_worker:
+        family, name, size = args.memory_worker
+        print(json.dumps(memory_worker(family, name, int(size))))
+        return 0
+    if args.smoke:
+        args.sizes, args.memory_sizes, args.large_sizes = [16, 64], [], []
+    start_load = os.getloadavg()[0]
+    info = machine(args.threads)  # the commit whose code this process imported
+    rates = machine_rates(args.threads)
+    timing = []
+    for family in args.families:
+        for size in args.sizes:
+            for row in time_cell(family, size, 1 if args.smoke else rounds_for(size), args.implementations):
+                if row["implementation"] == "ours" and "seconds" in row:
+                    row["bound_seconds"] = bound_seconds(family, size, rates)
+                timing.append(row)
+                print(json.dumps(row), flush=True)
+    memory = []
+    for family in args.families:
+        names = [n for n in implementations(family) if not args.implementations or n in args.implementations]
+        for size in args.memory_sizes:
+            for name in names:
+                if size <= MAX_SIZE.get(name, math.inf) and (size <= 16384 or name.startswith("ours")):
+                    memory.append(memory_cell(family, name, size, args.threads, args.timeout))
+                    print(json.dumps(memory[-1]), flush=True)
+    if "nt_xent" in args.families:
+        for size in args.large_sizes:
+            cell = memory_cell("nt_xent", "ours", size, args.threads, args.timeout)
+            memory.append(cell)
+            print(json.dumps(cell), flush=True)
+    report = {"machine": info, "rates": rates, "load_average": [start_load, os.getloadavg()[0]],
+              "timing": timing, "memory": memory}
+    Path(args.output + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.output + ".md").write_text(markdown(report))
+    print(f"wrote {args.output}.json and .md")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import math
 import json
 import os
 import platform
@@ -138,7 +139,7 @@ def methods(loss: str) -> dict[str, Callable]:
         return {"contrastive-triton": ours_supcon}
 
     def ours(image, text, scale):
-        return clip(image, text, scale, normalize=False, backend="triton")
+        return clip(image, text, logit_scale=math.log(scale), normalize=False, backend="triton")
 
     def materialised(image, text, scale):
         logits = scale * image @ text.T

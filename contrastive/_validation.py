@@ -57,6 +57,17 @@ def check_views(
     return checked
 
 
+def check_finite_views(stacked: Tensor, n_views: int, name: str = "views") -> None:
+    """Raise ValueError naming the first view of ``stacked`` (the views concatenated) holding NaN or Inf.
+
+    One read from the device when every value is finite.
+    """
+    if bool(torch.isfinite(stacked).all()):
+        return
+    for i, view in enumerate(stacked.chunk(n_views)):
+        check_embeddings(view, f"{name}[{i}]")
+
+
 def check_labels(labels: object, batch_size: int, name: str = "labels") -> Tensor:
     """Return ``labels`` as int64 after checking it is a 1-D integer tensor of length ``batch_size``."""
     if not isinstance(labels, Tensor):

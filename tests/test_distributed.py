@@ -156,7 +156,7 @@ def _cases(encoder: torch.nn.Linear, queue: MemoryQueue, negatives: Tensor) -> l
             Case(
                 f"clip/{name}",
                 2,
-                lambda z, y, g, s=s, t=clip: F.clip(*z, t.scale(), sampler=s, block_size=2, gather=g),
+                lambda z, y, g, s=s, t=clip: F.clip(*z, logit_scale=t.logit_scale, sampler=s, block_size=2, gather=g),
                 (clip.logit_scale,),
             ),
         ]
@@ -180,7 +180,7 @@ def _cases(encoder: torch.nn.Linear, queue: MemoryQueue, negatives: Tensor) -> l
             lambda z, y, g: F.infonce(*z, queue, in_batch_negatives=False, sampler=hard, gather=g),
         ),
         Case("infonce/queue and batch", 2, lambda z, y, g: F.infonce(*z, queue, gather=g)),
-        Case("clip/labels", 2, lambda z, y, g: F.clip(*z, clip.scale(), y, gather=g), (clip.logit_scale,)),
+        Case("clip/labels", 2, lambda z, y, g: F.clip(*z, y, logit_scale=clip.logit_scale, gather=g), (clip.logit_scale,)),
         Case("spectral", 2, lambda z, y, g: SpectralContrastiveLoss(gather=g)(*z)),
         Case("spectral/mu", 2, lambda z, y, g: F.spectral(*z, mu=0.5, gather=g)),
         Case(

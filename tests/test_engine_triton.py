@@ -547,7 +547,7 @@ def test_clip_with_a_learnable_scale_and_triton_equals_the_reference(triton_back
     image, text = gaussian((37, 70), 8), gaussian((37, 70), 9)
     theta = torch.tensor(2.5, dtype=torch.float64)
     check_loss(
-        lambda i, t, s, backend: clip(i, t, s.exp(), backend=backend), [image, text, theta], triton_backend
+        lambda i, t, s, backend: clip(i, t, logit_scale=s, backend=backend), [image, text, theta], triton_backend
     )
 
 
@@ -583,10 +583,10 @@ def dual_stats_and_grads(
         candidates,
         case.anchor_labels.to(DEVICE),
         case.candidate_labels.to(DEVICE),
-        temperature,
-        case.exponents,
-        backend,
-        case.block_size,
+        temperature=temperature,
+        exponents=case.exponents,
+        backend=backend,
+        block_size=case.block_size,
     )
     # the same positive and negative pairs, counted from either side
     assert int(rows.pos_count.sum()) == int(cols.pos_count.sum())
@@ -669,7 +669,7 @@ def test_dual_statistics_of_one_tensor_on_both_sides_keep_every_pair(backend: st
     # no self column either way, whichever backend: row_stats' symmetric default must not kick in
     z = torch.nn.functional.normalize(gaussian((12, 5), 3), dim=1).to(DEVICE)
     y = (torch.arange(12) % 4).to(DEVICE)
-    rows, cols = dual_row_stats(z, z, y, y, 0.5, (1.0,), backend)
+    rows, cols = dual_row_stats(z, z, y, y, temperature=0.5, backend=backend)
     assert rows.pos_count.tolist() == cols.pos_count.tolist() == [3] * 12
     expected = torch.logsumexp(torch.where(y[:, None] == y[None, :], z @ z.T / 0.5, -torch.inf), dim=1)
     assert_close(rows.pos_lse, expected, 1e-12)

@@ -105,7 +105,7 @@ def test_compiled_losses_and_samplers_equal_the_reference(sampler: str, dtype: t
             grad_tol,
         )
         check_loss(
-            lambda i, t, theta, backend: clip(i, t, theta.exp(), sampler=s, backend=backend),
+            lambda i, t, theta, backend: clip(i, t, logit_scale=theta, sampler=s, backend=backend),
             [q, k, torch.tensor(2.6, dtype=torch.float64)],
             calls,
             dtype,

@@ -97,7 +97,7 @@ class ChunkedStats(torch.autograd.Function):
             dsim = tile_gradient(terms, rows_grad, rows, cols_grad if both else None, cols, inplace=not keep)
             if symmetric:
                 if diagonal:
-                    ga[rows].addmm_(dsim + dsim.T, a[rows])
+                    ga[rows].addmm_(dsim, a[rows]).addmm_(dsim.T, a[rows])
                 else:
                     ga[rows].addmm_(dsim, a[cols])
                     ga[cols].addmm_(dsim.T, a[rows])

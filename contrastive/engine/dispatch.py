@@ -19,8 +19,9 @@ import torch
 
 from contrastive._validation import check_temperature
 from contrastive.engine.chunked import ChunkedStats
+from contrastive.engine.dense import dense_all_lse
 from contrastive.engine.reference import compute_dtype, reference_row_stats
-from contrastive.engine.stats import RowStats, label_counts, positive_sums, self_is_positive
+from contrastive.engine.stats import LabelStructure, RowStats
 from contrastive.engine.tiles import TermSpec, direct_is_safe
 from contrastive.engine.triton import (
     DualTritonRowStats,
@@ -37,7 +38,10 @@ BACKENDS = ("auto", "reference", "chunked", "triton")
 DEFAULT_BLOCK = 512
 #: Problems whose tiles hold at most this many elements (all statistics together) are computed
 #: as one tile kept for backward: no recomputation, the cost of a materialised loss.
-KEEP_ELEMENTS = 2**22
+KEEP_ELEMENTS = 2**18
+#: Joint statistics of matrices with at most this many entries are formed as one matrix
+#: (:mod:`contrastive.engine.dense`); above, the tiles' memory stays O(N).
+DENSE_ELEMENTS = 2**18
 
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
@@ -72,6 +76,11 @@ def plan_tiles(block_size: int | None, m: int, n: int, terms: int) -> tuple[int,
     if m * n * terms <= KEEP_ELEMENTS:
         return max(1, m, n), True
     return DEFAULT_BLOCK, False
+
+
+def dense_fits(block_size: int | None, m: int, n: int) -> bool:
+    """Whether joint statistics take the one-tile fast path: automatic tiles, a small matrix, >= 2 columns."""
+    return block_size is None and n >= 2 and m * n <= DENSE_ELEMENTS
 
 
 def _check_shapes(
@@ -210,30 +219,37 @@ def row_stats(
         stats = reference_row_stats(anchors, other, anchor_labels, candidate_labels, index, temperature,
                                     exponents)
         return stats._replace(neg_lse=None, pos_lse=None) if joint else stats._replace(all_lse=None)
-    counts = label_counts(anchor_labels, candidate_labels, index)
+    structure = LabelStructure.of(anchor_labels, None if symmetric else candidate_labels, anchor_index)
+    counts = structure.counts()
     inv_tau = _inverse_temperature(temperature, anchors)
     if name == "triton":
         return _triton_row_stats(anchors, candidates, anchor_labels, candidate_labels, index, inv_tau,
                                  exponents, joint, block_size, counts)
+    self_col = None
+    if structure.self_positive is not None:
+        self_col = torch.where(structure.self_positive, anchor_index, torch.full_like(anchor_index, -1))
+    if joint and dense_fits(block_size, anchors.shape[0], other.shape[0]):
+        spec = TermSpec(exponents, joint, False)
+        lse, _ = dense_all_lse(anchors, candidates, inv_tau, self_col)
+        return _stats(lse[:, None], anchors, candidates, anchor_index, inv_tau, spec, structure, counts)
     spec = TermSpec(exponents, joint, direct_is_safe(
         _similarity_bound(anchors, candidates, temperature, norm_bound, validate_args), exponents,
         compute_dtype(anchors.dtype)))
     block, keep = plan_tiles(check_block_size(block_size), anchors.shape[0], other.shape[0], len(spec.gammas))
-    self_col = None if symmetric else torch.where(
-        self_is_positive(anchor_labels, candidate_labels, index), index, torch.full_like(index, -1))
-    labels = (None, None) if joint else (anchor_labels, candidate_labels)
+    # a symmetric problem's columns carry the rows' labels (one tensor, passed once)
+    labels = (None, None) if joint else (anchor_labels, None if symmetric else candidate_labels)
     lse = ChunkedStats.apply(anchors, candidates, inv_tau, *labels, self_col, spec,
                              "symmetric" if symmetric else "rows", block, keep)
-    return _stats(lse, anchors, candidates, anchor_labels, candidate_labels, index, inv_tau, spec, counts)
+    return _stats(lse, anchors, candidates, anchor_index, inv_tau, spec, structure, counts)
 
 
-def _stats(lse: Tensor, anchors: Tensor, candidates: Tensor | None, anchor_labels: Tensor,
-           candidate_labels: Tensor, index: Tensor | None, inv_tau: Tensor, spec: TermSpec,
-           counts: tuple[Tensor, Tensor]) -> RowStats:
+def _stats(lse: Tensor, anchors: Tensor, candidates: Tensor | None, anchor_index: Tensor | None,
+           inv_tau: Tensor, spec: TermSpec, structure: LabelStructure, counts: tuple[Tensor, Tensor]
+           ) -> RowStats:
     """Assemble :class:`RowStats` from the chunked engine's ``(M, K)`` log-sum-exps."""
     dtype = compute_dtype(anchors.dtype)
-    pos_sum = positive_sums(anchors.to(dtype), None if candidates is None else candidates.to(dtype),
-                            anchor_labels, candidate_labels, index, inv_tau)
+    pos_sum = structure.positive_sums(anchors.to(dtype), None if candidates is None else candidates.to(dtype),
+                                      anchor_index, inv_tau)
     if spec.joint:
         return RowStats(None, None, pos_sum, *counts, spec.exponents, lse[:, 0])
     e = len(spec.exponents)
@@ -292,10 +308,9 @@ def dual_row_stats(
         check_temperature(temperature)
     if validate_args:
         _check_values(None, candidates.shape[0], temperature)
-    no_self = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
-    no_self_back = torch.full((candidates.shape[0],), -1, dtype=torch.long, device=anchors.device)
-    counts = label_counts(anchor_labels, candidate_labels, no_self)
-    back_counts = label_counts(candidate_labels, anchor_labels, no_self_back)
+    structure = LabelStructure.of(anchor_labels, candidate_labels, None)
+    back = LabelStructure.of(candidate_labels, anchor_labels, None)
+    counts, back_counts = structure.counts(), back.counts()
     name = resolve_backend(backend, anchors.device, anchors.dtype)
     options = {"temperature": temperature, "exponents": exponents, "joint": joint, "norm_bound": norm_bound,
                "backend": name, "block_size": block_size, "validate_args": False}
@@ -314,8 +329,12 @@ def dual_row_stats(
         compute_dtype(anchors.dtype)))
     block, keep = plan_tiles(check_block_size(block_size), anchors.shape[0], candidates.shape[0],
                              2 * len(spec.gammas))
-    labels = (None, None) if joint else (anchor_labels, candidate_labels)
-    lse, col_lse = ChunkedStats.apply(anchors, candidates, inv_tau, *labels, None, spec, "dual", block, keep)
-    return (_stats(lse, anchors, candidates, anchor_labels, candidate_labels, None, inv_tau, spec, counts),
-            _stats(col_lse, candidates, anchors, candidate_labels, anchor_labels, None, inv_tau, spec,
-                   back_counts))
+    if joint and dense_fits(block_size, anchors.shape[0], candidates.shape[0]) and anchors.shape[0] >= 2:
+        lse, col_lse = dense_all_lse(anchors, candidates, inv_tau, None, columns_too=True)
+        lse, col_lse = lse[:, None], col_lse[:, None]
+    else:
+        labels = (None, None) if joint else (anchor_labels, candidate_labels)
+        lse, col_lse = ChunkedStats.apply(anchors, candidates, inv_tau, *labels, None, spec, "dual", block,
+                                          keep)
+    return (_stats(lse, anchors, candidates, None, inv_tau, spec, structure, counts),
+            _stats(col_lse, candidates, anchors, None, inv_tau, spec, back, back_counts))

@@ -65,13 +65,60 @@ def label_counts(
     anchor_labels: Tensor, candidate_labels: Tensor, anchor_index: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Return ``(pos_count, neg_count)`` per anchor in O((M + N) log N), without comparing all pairs."""
-    sorted_labels = torch.sort(candidate_labels).values
-    same = torch.searchsorted(sorted_labels, anchor_labels, right=True) - torch.searchsorted(
-        sorted_labels, anchor_labels
-    )
-    pos_count = same - self_is_positive(anchor_labels, candidate_labels, anchor_index).long()
-    neg_count = candidate_labels.numel() - same
-    return pos_count, neg_count
+    return LabelStructure.of(anchor_labels, candidate_labels, anchor_index).counts()
+
+
+class LabelStructure:
+    """Label ids shared by the counts and the positive sums of one problem (computed once, no host sync).
+
+    ``candidate_labels=None``: the anchors against themselves (every own column is a positive's place).
+    """
+
+    def __init__(self, a_ids: Tensor, c_ids: Tensor, self_positive: Tensor | None, symmetric: bool) -> None:
+        """Hold the ids and which anchors have their own column among the candidates' positives."""
+        self.a_ids, self.c_ids, self.self_positive, self.symmetric = a_ids, c_ids, self_positive, symmetric
+
+    @classmethod
+    def of(cls, anchor_labels: Tensor, candidate_labels: Tensor | None, anchor_index: Tensor | None
+           ) -> LabelStructure:
+        """Build the structure of a problem (``candidate_labels=None``: symmetric)."""
+        if candidate_labels is None:
+            (ids,) = label_ids(anchor_labels)
+            return cls(ids, ids, None, True)
+        a_ids, c_ids = label_ids(anchor_labels, candidate_labels)
+        own = None if anchor_index is None else self_is_positive(anchor_labels, candidate_labels, anchor_index)
+        return cls(a_ids, c_ids, own, False)
+
+    def _per_label(self, values: Tensor) -> Tensor:
+        """Sum ``values`` (one row per candidate) per label id."""
+        size = self.a_ids.numel() + (0 if self.symmetric else self.c_ids.numel())
+        return values.new_zeros((size, *values.shape[1:])).index_add(0, self.c_ids, values)
+
+    def counts(self) -> tuple[Tensor, Tensor]:
+        """Return ``(pos_count, neg_count)``."""
+        same = self._per_label(torch.ones_like(self.c_ids))[self.a_ids]
+        pos = same - 1 if self.symmetric else same
+        if self.self_positive is not None:
+            pos = pos - self.self_positive.long()
+        return pos, self.c_ids.numel() - same
+
+    def positive_sums(self, anchors: Tensor, candidates: Tensor | None, anchor_index: Tensor | None,
+                      inv_tau: Tensor) -> Tensor:
+        r"""Return ``pos_sum`` :math:`= \langle a_i, \sum_{j\in P(i)} c_j\rangle / \tau` in O((M + N)·D).
+
+        The candidates are summed per label, so no tile is needed; differentiable in all inputs.
+        """
+        c = anchors if candidates is None else candidates
+        if c.shape[0] == 0:
+            return anchors.new_zeros(anchors.shape[0])
+        # index_select, not [...]: its backward is an index_add, not a (slow) accumulating index_put
+        total = (anchors * self._per_label(c).index_select(0, self.a_ids)).sum(dim=1)
+        if self.symmetric:
+            total = total - (anchors * anchors).sum(dim=1)
+        elif self.self_positive is not None:
+            own = (anchors * c.index_select(0, anchor_index.clamp(min=0))).sum(dim=1)
+            total = total - torch.where(self.self_positive, own, torch.zeros_like(own))
+        return total * inv_tau
 
 
 def self_is_positive(anchor_labels: Tensor, candidate_labels: Tensor, anchor_index: Tensor) -> Tensor:
@@ -80,29 +127,3 @@ def self_is_positive(anchor_labels: Tensor, candidate_labels: Tensor, anchor_ind
         return torch.zeros_like(anchor_index, dtype=torch.bool)
     self_label = candidate_labels[anchor_index.clamp(min=0)]
     return (anchor_index >= 0) & (self_label == anchor_labels)
-
-
-def positive_sums(
-    anchors: Tensor,
-    candidates: Tensor | None,
-    anchor_labels: Tensor,
-    candidate_labels: Tensor,
-    anchor_index: Tensor | None,
-    inv_tau: Tensor,
-) -> Tensor:
-    r"""Return ``pos_sum`` :math:`= \langle a_i, \sum_{j\in P(i)} c_j\rangle / \tau` in O((M + N)·D).
-
-    The candidates are summed per label (``index_add``), so no tile is needed;
-    ``candidates=None`` means the anchors against themselves. Differentiable in all inputs.
-    """
-    c = anchors if candidates is None else candidates
-    a_ids, c_ids = label_ids(anchor_labels, candidate_labels)
-    sums = c.new_zeros((a_ids.numel() + c_ids.numel(), c.shape[1])).index_add(0, c_ids, c)
-    total = (anchors * sums[a_ids]).sum(dim=1)
-    if candidates is None:
-        total = total - (anchors * anchors).sum(dim=1)
-    elif anchor_index is not None and c.shape[0] > 0:
-        own = c[anchor_index.clamp(min=0)]
-        is_self = self_is_positive(anchor_labels, candidate_labels, anchor_index)
-        total = total - torch.where(is_self, (anchors * own).sum(dim=1), torch.zeros_like(total))
-    return total * inv_tau

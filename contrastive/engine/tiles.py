@@ -73,8 +73,9 @@ class TileMasks:
     symmetric: bool
 
     def same(self, rows: slice, cols: slice) -> Tensor:
-        """Return the ``(b_r, b_c)`` mask of equal labels."""
-        return self.row_labels[rows, None] == self.col_labels[None, cols]
+        """Return the ``(b_r, b_c)`` mask of equal labels (symmetric problems: the rows' labels on both sides)."""
+        col_labels = self.row_labels if self.col_labels is None else self.col_labels
+        return self.row_labels[rows, None] == col_labels[None, cols]
 
     def drop_self(self, term: Tensor, rows: slice, cols: slice, diagonal: bool, value: float) -> None:
         """Set each row's own column of ``term`` (rows ``rows``, columns ``cols``) to ``value``, in place."""

@@ -108,13 +108,12 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor) ->
     """Return ``(L_i, has_positive)``; ``L_i`` is 0 (with zero gradient) for anchors without positives."""
     valid = stats.pos_count > 0
     zero = torch.zeros((), dtype=stats.pos_sum.dtype, device=stats.pos_sum.device)
+    count = stats.pos_count.clamp(min=1)
+    if stats.all_lse is not None:  # pos_sum is 0 without positives: no guard needed before the where
+        return torch.where(valid, stats.all_lse - stats.pos_sum / count, zero), valid
     pos_sum = torch.where(valid, stats.pos_sum, zero)
-    if stats.all_lse is not None:
-        denominator = stats.all_lse
-    else:
-        safe = stats._replace(pos_lse=torch.where(valid, stats.pos_lse, zero), pos_sum=pos_sum)
-        denominator = torch.logaddexp(safe.pos_lse, sampler.log_negative_term(safe, temperature))
-    count = stats.pos_count.clamp(min=1).to(pos_sum.dtype)
+    safe = stats._replace(pos_lse=torch.where(valid, stats.pos_lse, zero), pos_sum=pos_sum)
+    denominator = torch.logaddexp(safe.pos_lse, sampler.log_negative_term(safe, temperature))
     return torch.where(valid, denominator - pos_sum / count, zero), valid
 
 
@@ -135,8 +134,8 @@ def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = 
             "no anchor has a positive (every label occurs once and there is one view); "
             "pass at least two views or labels shared by two samples"
         )
-    scale = 1 if layout is None else layout.world_size
-    return losses.sum() * scale / torch.as_tensor(n_valid, device=losses.device).clamp(min=1)
+    total = losses.sum() if layout is None or layout.world_size == 1 else losses.sum() * layout.world_size
+    return total / (n_valid.clamp(min=1) if isinstance(n_valid, Tensor) else max(n_valid, 1))
 
 
 def normalize_views(views: Sequence[Tensor], normalize: bool) -> list[Tensor]:

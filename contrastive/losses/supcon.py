@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from contrastive._validation import check_choice, check_labels, check_temperature, check_views
+from contrastive._validation import check_choice, check_finite_views, check_labels, check_temperature, check_views
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
     EngineLoss,
@@ -16,7 +17,6 @@ from contrastive.losses.base import (
     extra_negatives,
     mean_over_valid,
     multiview_stats,
-    normalize_views,
     sample_labels,
     world_layout,
 )
@@ -58,7 +58,7 @@ def multiview_loss(
 ) -> Tensor:
     """SupCon over stacked views with checked ``options``: the body shared by supcon and nt_xent."""
     validate = options.validate_args
-    views = check_views(views, finite=validate)
+    views = check_views(views, finite=False)
     if validate:
         check_temperature(temperature)
     batch, device = views[0].shape[0], views[0].device
@@ -76,7 +76,11 @@ def multiview_loss(
             "no anchor has a positive: with one view every label in labels occurs once; "
             "pass a second view or labels shared by two samples"
         )
-    z = torch.cat(normalize_views(views, options.normalize))
+    z = torch.cat(views)
+    if validate:
+        check_finite_views(z, len(views))
+    if options.normalize:
+        z = F.normalize(z, dim=1)
     extra = extra_negatives(negatives, z, options)
     anchors = None if contrast_mode == "all" else batch
     sampler = options.resolved_sampler
