@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
+from contrastive._call_styles import labels_among_views
+
 Tensor = torch.Tensor
 
 
@@ -35,6 +37,8 @@ def check_views(
     """Return the views as a list after checking they are (``finite``: finite,) equally shaped, >= 2 samples."""
     if len(views) < min_views:
         raise ValueError(f"{name} must hold at least {min_views} tensor(s), got {len(views)}")
+    if (message := labels_among_views(views, name)) is not None:  # PML's loss(embeddings, labels)
+        raise ValueError(message)
     checked = [check_embeddings(v, f"{name}[{i}]", finite) for i, v in enumerate(views)]
     first = checked[0]
     for i, v in enumerate(checked[1:], start=1):

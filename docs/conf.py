@@ -5,9 +5,10 @@ Build (warnings are errors, every reference must resolve)::
     python -m sphinx -W -n --keep-going -b html docs docs/_build/html
     python -m sphinx -W -n --keep-going -b doctest docs docs/_build/doctest
 
-The build needs no network: intersphinx reads the inventories committed under
-``docs/_intersphinx/`` (see ``docs/_intersphinx/make_inventories.py``), and the
-benchmark tables are converted from ``benchmarks/results/*.md`` at build time.
+The build needs no network, and neither do the built pages (MathJax ships with them):
+intersphinx reads the inventories committed under ``docs/_intersphinx/`` (see
+``docs/_intersphinx/make_inventories.py``), and the benchmark tables are converted
+from ``benchmarks/results/*.md`` at build time.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
     "sphinx.ext.mathjax",
+    # MathJax 3 from the package index (pip install sphinx-mathjax-offline, in the docs extra):
+    # it copies MathJax into _static/mathjax and points mathjax_path there, so the built
+    # pages render their formulas without network (no CDN script; tests/test_docs_offline.py).
+    "sphinx-mathjax-offline",
     "benchmark_tables",  # docs/_ext: benchmarks/results/*.md -> docs/_generated/*.rst
     "public_aliases",  # docs/_ext: re-exports of top-level names get an anchor, not a second copy
 ]
@@ -92,7 +97,8 @@ doctest_test_doctest_blocks = "default"
 # -- HTML ----------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"contrastive {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["wrap-tables.css"]  # long literals in table cells wrap (docs/_static)
 pygments_style = "sphinx"
 
 

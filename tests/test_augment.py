@@ -303,6 +303,7 @@ def _to_cpu(params: object) -> object:
     return type(params)(**{f.name: getattr(params, f.name).cpu() for f in dataclasses.fields(params)})
 
 
+@pytest.mark.slow
 @given(x=image_batches(min_side=4), seed=seeds())
 def test_simclr_fused_crop_and_flip_equals_composing_its_parts(x: torch.Tensor, seed: int) -> None:
     """SimCLR (crop and flip in one resampling) gives what composing its augmentations one by one gives."""

@@ -142,6 +142,7 @@ def test_jitter_matches_per_image_operations_in_each_order(
         close(y[i], ref_jitter(x[i].double(), params, i, hue_space))
 
 
+@pytest.mark.slow
 @given(x=image_batches(dtypes=FLOATS, min_side=4), data=st.data(), seed=seeds())
 def test_blur_matches_per_image_convolution(x: torch.Tensor, data: st.DataObject, seed: int) -> None:
     """The banded-matrix blur equals a reflect-padded 2-D convolution per image."""
@@ -155,6 +156,7 @@ def test_blur_matches_per_image_convolution(x: torch.Tensor, data: st.DataObject
         close(y[i], expected)
 
 
+@pytest.mark.slow
 @given(x=image_batches(dtypes=FLOATS, min_side=4, max_batch=3), seed=seeds(), k=st.sampled_from([3, 5, 7]))
 def test_blur_matrix_path_matches_convolution_path(x: torch.Tensor, seed: int, k: int) -> None:
     """The dense-matrix blur (used when the kernel reaches past the image) equals the convolution blur."""

@@ -20,6 +20,7 @@ def load_script():  # noqa: ANN201 - a module
     return module
 
 
+@pytest.mark.slow
 def test_the_triton_benchmark_smoke_run_records_every_loss_method_and_tile_setting(tmp_path: Path) -> None:
     bench = load_script()
     argv = [

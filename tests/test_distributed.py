@@ -317,6 +317,7 @@ def _width_mismatch_is_an_error_on_every_rank(rank: int, world_size: int) -> lis
     return ["no ValueError for views of different widths on different ranks"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_rank_losses_and_gradients_average_to_the_single_process_global_batch(
     world_size: int, tmp_path: Path
@@ -344,6 +345,7 @@ def _rank_one_raises(rank: int, world_size: int) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_when_one_rank_raises_the_others_end_with_an_error_not_a_hang(tmp_path: Path) -> None:
     started = time.monotonic()
     context = mp.get_context("spawn")
@@ -407,6 +409,7 @@ def _torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[s
     )
 
 
+@pytest.mark.slow
 def test_torchrun_trains_on_two_ranks_writes_from_rank_zero_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run"
     tiny = ["--data", "spiked", "--batch-size", "250", "--quiet", "--out", str(out)]

@@ -295,6 +295,7 @@ def test_triton_row_stats_are_exact_in_float64() -> None:
     )
 
 
+@pytest.mark.slow
 def test_triton_gradients_pass_gradcheck_in_float64() -> None:
     case = problem(6, 9, 3, exponents=(1.0, 2.0), classes=2, temperature=0.7)
     a = case.anchors.to(DEVICE).requires_grad_()
@@ -336,6 +337,7 @@ def test_auto_prefers_triton_only_for_cuda_tensors_of_supported_dtypes() -> None
     assert not triton_engine.auto_prefers_triton(torch.device("cpu"), torch.float32)
 
 
+@pytest.mark.slow
 def test_the_engine_module_imports_without_triton() -> None:
     code = (
         "import sys; sys.modules['triton'] = None; sys.modules['triton.language'] = None\n"
@@ -377,6 +379,7 @@ def count_kernel_launches(monkeypatch: pytest.MonkeyPatch) -> Counter:
     return launches
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tiles", sorted(ATOMIC_TILES), ids=str)
 @pytest.mark.parametrize(
     "case",
@@ -402,6 +405,7 @@ def test_atomic_columns_equal_the_reference_in_float32(
         assert backward == {"row_stats_backward_rows_kernel atomic": groups}
 
 
+@pytest.mark.slow
 def test_atomic_columns_are_exact_in_float64(monkeypatch: pytest.MonkeyPatch) -> None:
     launches = count_kernel_launches(monkeypatch)
     for tiles in ATOMIC_TILES.values():
@@ -497,6 +501,7 @@ def test_nt_xent_with_triton_equals_the_reference(sampler: str, triton_backend: 
     assert triton_backend["SymmetricTritonRowStats"] > 0
 
 
+@pytest.mark.slow
 @settings(max_examples=4, phases=NO_SHRINK)
 @given(y=labels(43), seed=seeds())
 def test_supcon_with_triton_equals_the_reference_on_random_label_patterns(y: Tensor, seed: int) -> None:
@@ -591,6 +596,7 @@ def dual_stats_and_grads(
     return [*rows[:3], *cols[:3]], list(torch.autograd.grad(total, leaves))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tiles", ["", "columns=atomic", "block_m=16,block_n=16,columns=atomic"])
 @pytest.mark.parametrize(
     "case",
@@ -641,6 +647,7 @@ def test_dual_backward_makes_one_row_and_one_column_pass(monkeypatch: pytest.Mon
     }
 
 
+@pytest.mark.slow
 def test_dual_gradients_pass_gradcheck_in_float64() -> None:
     case = problem(6, 7, 3, exponents=(1.0, 2.0), classes=2, temperature=0.7)
     labels_a, labels_c = case.anchor_labels.to(DEVICE), case.candidate_labels.clamp(min=0).to(DEVICE)

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # compiles every kernel launch: minutes on two cores
+
 pytest.importorskip("triton")
 aot = pytest.importorskip("tools.triton_aot")
 

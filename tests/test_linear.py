@@ -144,6 +144,7 @@ def _masks(d: int) -> np.ndarray:
     return np.array(list(itertools.product([0.0, 1.0], repeat=d)))
 
 
+@pytest.mark.slow
 @given(small_data(n=3, d=3), keep_probs, seeds)
 def test_loss_averaged_over_all_complementary_masks_is_the_target_objective(x, p, seed) -> None:  # type: ignore[no-untyped-def]
     # Enumerate every mask of every sample (8**3 draws) and weight each by its probability.
@@ -161,6 +162,7 @@ def test_loss_averaged_over_all_complementary_masks_is_the_target_objective(x, p
     torch.testing.assert_close(expected, objective(weight, target, 0.7))
 
 
+@pytest.mark.slow
 @given(small_data(n=2, d=2), keep_probs, seeds)
 def test_loss_averaged_over_all_independent_masks_is_the_covariance_objective(x, p, seed) -> None:  # type: ignore[no-untyped-def]
     weight = torch.randn(1, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -198,6 +200,7 @@ def test_closed_form_is_a_global_minimiser_of_the_expected_loss(x, p, r, reg, se
         assert objective(random_w, target, reg).item() >= best.item() - 1e-12
 
 
+@pytest.mark.slow
 @settings(max_examples=8)  # each example trains an encoder (~0.5 s)
 @given(st.integers(6, 12), st.integers(1, 3), keep_probs, seeds)
 def test_sgd_converges_to_the_closed_form_subspace(d, r, p, seed) -> None:  # type: ignore[no-untyped-def]
@@ -280,6 +283,7 @@ def test_estimator_rejects_bad_parameters_at_fit(kwargs: dict[str, object], matc
         model.fit(np.ones((5, 3)) + np.arange(15).reshape(5, 3) ** 2)
 
 
+@pytest.mark.slow
 def test_estimator_works_with_scikit_learn_clone_and_pipeline() -> None:
     sklearn_base = pytest.importorskip("sklearn.base")
     pipeline = pytest.importorskip("sklearn.pipeline")

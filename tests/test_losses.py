@@ -192,6 +192,7 @@ def test_values_and_gradients_are_finite_for_extreme_temperatures_and_norms(
     assert all(torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.slow
 @given(data=labelled_views(min_views=2, max_views=2, max_batch=5, max_dim=3), block=st.integers(1, 6))
 def test_loss_gradients_pass_gradcheck_in_float64(data, block: int) -> None:
     vs, y = data

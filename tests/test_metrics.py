@@ -99,6 +99,7 @@ def test_simplex_distance_is_positive_when_class_means_coincide() -> None:
         metrics.simplex_distance(z, torch.zeros(4, dtype=torch.long))
 
 
+@pytest.mark.slow
 def test_linear_probe_separates_separable_classes_and_not_random_labels() -> None:
     g = torch.Generator().manual_seed(0)
     centers = 4.0 * torch.randn(3, 5, generator=g)
@@ -113,6 +114,7 @@ def test_linear_probe_separates_separable_classes_and_not_random_labels() -> Non
     )
 
 
+@pytest.mark.slow
 def test_probe_keeps_the_original_label_values() -> None:
     x = torch.tensor([[-2.0], [-1.0], [1.0], [2.0]])
     y = torch.tensor([7, 7, 42, 42])

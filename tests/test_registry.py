@@ -27,6 +27,7 @@ def test_entry_point_plugin_is_discovered_and_described(factory: PluginFactory) 
     assert record.losses == ("demo_loss",) and record.samplers == () and record.ok
 
 
+@pytest.mark.slow
 def test_importing_contrastive_loads_no_plugin(factory: PluginFactory, tmp_path: Path) -> None:
     marker = tmp_path / "imported.txt"
     factory.make("ctk-marker", f"import pathlib; pathlib.Path({str(marker)!r}).write_text('loaded')\n")

@@ -95,6 +95,7 @@ SAMPLERS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=repr)
 @given(
     data=labelled_views(min_views=2, max_views=2, max_batch=6, max_dim=4),
@@ -126,6 +127,7 @@ def test_every_sampler_works_with_every_loss_on_both_backends(
             assert torch.isfinite(a).all() and torch.allclose(a, b, rtol=1e-8, atol=1e-10), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", SAMPLERS[1:3], ids=repr)
 @given(data=labelled_views(min_views=2, max_views=2, max_batch=5, max_dim=3))
 def test_sampler_gradients_pass_gradcheck_in_float64(sampler: Sampler, data) -> None:

@@ -23,6 +23,7 @@ def _tiny(out: Path, **changes: object) -> TrainConfig:
     return TrainConfig(**values)
 
 
+@pytest.mark.slow
 def test_import_contrastive_and_its_cli_does_not_import_the_trainer() -> None:
     code = (
         "import sys, contrastive, contrastive.cli; contrastive.cli.build_parser(); "
@@ -31,6 +32,7 @@ def test_import_contrastive_and_its_cli_does_not_import_the_trainer() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_run_folder_holds_resolved_config_metrics_checkpoint_and_summary(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert cli_main(["train", *TINY, "--out", str(out)]) == 0
@@ -56,6 +58,7 @@ def test_run_folder_holds_resolved_config_metrics_checkpoint_and_summary(tmp_pat
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
 
 
+@pytest.mark.slow
 def test_digits_cnn_simclr_run_uses_the_small_image_simclr_options(tmp_path: Path) -> None:
     pytest.importorskip("sklearn", reason="--data digits needs the train extra (scikit-learn)")
     summary = run(TrainConfig(epochs=1, batch_size=256, out=str(tmp_path / "d")), quiet=True)
@@ -64,6 +67,7 @@ def test_digits_cnn_simclr_run_uses_the_small_image_simclr_options(tmp_path: Pat
     assert config["augment_options"] == {"scale": [0.5, 1.0], "s": 0.5, "size": [8, 8]}
 
 
+@pytest.mark.slow
 def test_flags_override_the_config_file(tmp_path: Path) -> None:
     file = tmp_path / "c.toml"
     file.write_text(
@@ -133,6 +137,7 @@ def test_an_option_without_equals_sign_is_an_error() -> None:
         parse_option("beta")
 
 
+@pytest.mark.slow
 def test_any_registered_loss_and_sampler_is_selectable_by_name(tmp_path: Path) -> None:
     summary = run(_tiny(tmp_path / "hard", loss="supcon", sampler="hard", sampler_options={"beta": 1.0}))
     assert summary["loss_name"] == "supcon"
@@ -141,6 +146,7 @@ def test_any_registered_loss_and_sampler_is_selectable_by_name(tmp_path: Path) -
     assert "temperature" not in load_toml(tmp_path / "spectral" / "config.toml")
 
 
+@pytest.mark.slow
 def test_trainer_is_usable_from_python_with_callbacks() -> None:
     config = TrainConfig(data="spiked", epochs=2, batch_size=50)
     torch.manual_seed(0)
@@ -157,6 +163,7 @@ def test_trainer_is_usable_from_python_with_callbacks() -> None:
         trainer.add_callback("on_step", print)
 
 
+@pytest.mark.slow
 def test_vectors_from_npz_without_labels_train_and_leave_the_probes_empty(tmp_path: Path) -> None:
     path = tmp_path / "v.npz"
     import numpy as np

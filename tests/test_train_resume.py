@@ -14,6 +14,8 @@ import pytest
 from contrastive.cli import main as cli_main
 from contrastive.train import TrainConfig, run
 
+pytestmark = pytest.mark.slow  # every test trains (and interrupts) real runs
+
 EPOCHS = 3
 #: a run interrupted from a separate process: SIGKILL right after epoch 1 is checkpointed
 KILLED_RUN = """

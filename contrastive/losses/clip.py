@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from contrastive._call_styles import logit_scale_as_labels
 from contrastive._validation import check_embeddings, check_labels, check_temperature
 from contrastive.distributed import all_gather_rows
 from contrastive.engine import dual_row_stats, row_stats
@@ -59,6 +60,8 @@ def clip_loss(
     parameter (pass the parameter itself, not its exponential). ``options`` are the
     :class:`~contrastive.losses.base.EngineOptions`.
     """
+    if (message := logit_scale_as_labels(labels, function=True)) is not None:  # open_clip's call style
+        raise ValueError(message)
     return _clip(image_features, text_features, labels, logit_scale, engine_options(options))
 
 
@@ -169,6 +172,8 @@ class ClipLoss(EngineLoss):
 
     def forward(self, image_features: Tensor, text_features: Tensor, labels: Tensor | None = None) -> Tensor:
         """Return the loss of paired ``image_features`` and ``text_features`` (each ``(B, D)``)."""
+        if (message := logit_scale_as_labels(labels)) is not None:  # open_clip's loss(image, text, scale)
+            raise ValueError(message)
         return _clip(image_features, text_features, labels, self.logit_scale, self.options)
 
     def extra_repr(self) -> str:

@@ -1,11 +1,20 @@
-"""Running one invariant as a hypothesis property and reporting a failure as ``ConformanceError``."""
+"""Running one invariant as a hypothesis property and reporting a failure as ``ConformanceError``.
+
+How a plugin given as an instance is rebuilt with other options (the extreme-temperature
+checks need ``temperature=1e-3`` and ``10``): an instance with an ``hparams`` mapping
+(its constructor's keyword arguments, as Lightning's ``save_hyperparameters`` keeps them)
+is rebuilt as ``type(instance)(**{**instance.hparams, **options})``. Any other instance
+cannot be rebuilt: the checks that need it are skipped, listed in the returned
+:class:`ConformanceReport` and announced with one :class:`ConformanceWarning`.
+"""
 
 from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -19,14 +28,52 @@ class ConformanceError(AssertionError):
     """A plugin broke an invariant; the message names it and the minimal failing example."""
 
 
+class ConformanceWarning(UserWarning):
+    """Some checks did not run: the plugin, given as an instance, cannot be rebuilt with other options."""
+
+
+@dataclass
+class ConformanceReport:
+    """What one ``check_*`` call verified: the invariants that held and those it skipped, with the reason."""
+
+    plugin: str  #: the kind and name, e.g. ``"loss 'nt_xent'"``
+    checked: list[str] = field(default_factory=list)  #: invariants that held, in the order they ran
+    skipped: dict[str, str] = field(default_factory=dict)  #: invariant -> why it did not run
+
+
+def _keyword_arguments(target: Callable[..., Any] | None) -> set[str] | None:
+    """The keyword arguments ``target`` names (a bare ``**kwargs`` does not count); None if unknown."""
+    if target is None:
+        return None
+    if isinstance(target, type):
+        target = target.__init__
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return None
+    return {
+        name
+        for name, p in params.items()
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+
+
 @dataclass
 class Subject:
-    """The plugin under test: a display name and a way to get fresh instances."""
+    """The plugin under test: a display name, a way to get fresh instances, and what was checked."""
 
     kind: str
     name: str
     factory: Callable[..., Any] | None  # builds an instance from options; None for a bare instance
     prototype: Any
+    signature: Callable[..., Any] | None = None  # what names the options (defaults to the factory)
+    report: ConformanceReport = field(init=False)
+    _loud: list[str] = field(default_factory=list, init=False)  # skips a class or name would not have
+
+    def __post_init__(self) -> None:
+        self.report = ConformanceReport(f"{self.kind} {self.name!r}")
+        if self.signature is None:
+            self.signature = self.factory if self.factory is not None else type(self.prototype)
 
     def fresh(self, **options: Any) -> Any:
         """A new instance (from the factory when there is one, else a deep copy of the prototype)."""
@@ -37,17 +84,53 @@ class Subject:
         return copy.deepcopy(self.prototype)
 
     def accepts_option(self, option: str) -> bool:
-        """Whether the factory names a keyword argument ``option`` (a bare ``**kwargs`` does not count)."""
+        """Whether the plugin can be built with the keyword argument ``option``."""
+        return self.factory is not None and self.why_not(option) is None
+
+    def why_not(self, option: str) -> str | None:
+        """Why the plugin cannot be built with ``option`` (None when it can)."""
+        names = _keyword_arguments(self.signature)
+        if names is None or option not in names:
+            return f"its constructor takes no {option!r} keyword argument"
         if self.factory is None:
+            return (
+                f"it was given as an instance without an 'hparams' mapping, so it cannot be rebuilt with "
+                f"another {option}; pass the class or the registered name, or give the instance "
+                "'hparams' (its constructor's keyword arguments)"
+            )
+        return None
+
+    def skip(self, invariant: str, reason: str, *, loud: bool = False) -> None:
+        """Record that ``invariant`` was not checked, and why; ``loud``: also name it in the warning."""
+        self.report.skipped[invariant] = reason
+        if loud:
+            self._loud.append(invariant)
+
+    def skip_unless_buildable(self, invariant: str, option: str) -> bool:
+        """Skip ``invariant`` and return True when the plugin cannot be built with ``option``."""
+        reason = self.why_not(option)
+        if reason is None:
             return False
-        target = self.factory
-        if isinstance(target, type):
-            target = target.__init__
-        try:
-            params = inspect.signature(target).parameters
-        except (TypeError, ValueError):
-            return False
-        return option in params and params[option].kind is not inspect.Parameter.VAR_KEYWORD
+        takes_it = option in (_keyword_arguments(self.signature) or ())
+        self.skip(invariant, reason, loud=self.factory is None and takes_it)
+        return True
+
+    def passed(self, invariant: str) -> None:
+        """Record that ``invariant`` held."""
+        self.report.checked.append(invariant)
+
+    def finish(self) -> ConformanceReport:
+        """Warn about skips caused by passing an instance; return the report."""
+        if self._loud:
+            warnings.warn(
+                f"{self.report.plugin}: given as an instance that cannot be rebuilt, so "
+                f"{len(self._loud)} check(s) did not run: {'; '.join(self._loud)}. Pass the class or the "
+                "registered name, or give the instance an 'hparams' mapping of its constructor's "
+                "keyword arguments (see ConformanceReport.skipped)",
+                ConformanceWarning,
+                stacklevel=3,
+            )
+        return self.report
 
 
 def resolve(kind: str, plugin: Any) -> Subject:
@@ -61,6 +144,10 @@ def resolve(kind: str, plugin: Any) -> Subject:
         return Subject(kind, plugin.__name__, plugin, plugin())
     if plugin is None:
         raise TypeError(f"expected a {kind} name, class or instance, got None")
+    hparams = getattr(plugin, "hparams", None)
+    if isinstance(hparams, Mapping):
+        cls, base = type(plugin), dict(hparams)
+        return Subject(kind, cls.__name__, lambda **options: cls(**{**base, **options}), plugin, cls)
     return Subject(kind, type(plugin).__name__, None, plugin)
 
 
@@ -93,6 +180,7 @@ def check_property(
             f"{subject.kind} {subject.name!r} breaks the invariant '{invariant}': "
             f"{type(exc).__name__}: {exc}\n{notes}".rstrip()
         ) from exc
+    subject.passed(invariant)
 
 
 def check_once(subject: Subject, invariant: str, check: Callable[[], None]) -> None:
@@ -103,3 +191,4 @@ def check_once(subject: Subject, invariant: str, check: Callable[[], None]) -> N
         raise ConformanceError(
             f"{subject.kind} {subject.name!r} breaks the invariant '{invariant}': {type(exc).__name__}: {exc}"
         ) from exc
+    subject.passed(invariant)

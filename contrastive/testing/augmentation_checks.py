@@ -23,6 +23,7 @@ from contrastive.testing import strategies as cst
 from contrastive.testing._runner import (
     DEFAULT_MAX_EXAMPLES,
     ConformanceError,
+    ConformanceReport,
     Subject,
     check_property,
     resolve,
@@ -103,9 +104,10 @@ def _reproducible(subject: Subject, kind: str, n: int) -> None:
     check_property(subject, "reproducible under a seed", _batches(kind), check, n)
 
 
-def check_augmentation(augmentation: Any, max_examples: int = DEFAULT_MAX_EXAMPLES) -> None:
+def check_augmentation(augmentation: Any, max_examples: int = DEFAULT_MAX_EXAMPLES) -> ConformanceReport:
     """Check that ``augmentation`` (a registered name, a class or an instance) keeps every invariant.
 
+    Returns the :class:`~contrastive.testing.ConformanceReport` of what was checked.
     Raises :class:`~contrastive.testing.ConformanceError` (an ``AssertionError``)
     naming the first broken invariant and hypothesis' minimal failing example.
     """
@@ -113,3 +115,4 @@ def check_augmentation(augmentation: Any, max_examples: int = DEFAULT_MAX_EXAMPL
     kind = _input_kind(subject)
     _kept(subject, kind, max_examples)
     _reproducible(subject, kind, max_examples)
+    return subject.finish()

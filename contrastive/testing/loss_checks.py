@@ -1,17 +1,29 @@
 """``check_loss``: the invariants every contrastive loss plugin must keep.
 
 A loss is called the way every loss in this library is: ``loss(z1, z2)`` with two
-views of shape ``(B, D)``. The invariants:
+views of shape ``(B, D)``, positionally. Two views are all a loss must accept; the
+built-in NT-Xent and SupCon take any number, and a loss that takes more should, but one
+that takes exactly two is conforming as long as a third view is refused with a clear
+error. The invariants:
 
 * returns a scalar floating tensor;
-* finite value and gradients, also at extreme temperatures (1e-3 and 10, when the
-  loss takes ``temperature``), at large and tiny norms (x1e4, x1e-4) and in half
-  precision (bf16, fp16; within 0.1 + 5 % of the float32 value);
+* three views give a finite scalar, or raise ValueError or TypeError with a message;
+* finite value and gradients, also at extreme temperatures (1e-3 and 10), at large and
+  tiny norms (x1e4, x1e-4) and in half precision (bf16, fp16; within 0.1 + 5 % of the
+  float32 value);
 * invariant to permuting the samples of all views jointly;
 * autograd gradients equal finite differences in float64;
 * device and dtype follow the input (value and gradients);
 * malformed input (views of different shapes, 1-D views, NaN) raises ValueError or TypeError;
 * a deep copy and a ``state_dict`` round trip give the same value.
+
+The extreme-temperature checks build the loss with ``temperature=1e-3`` and ``10``. They
+run when the loss is given by registered name or class and its constructor names a
+``temperature`` keyword, or as an instance with an ``hparams`` mapping (rebuilt as
+``type(loss)(**{**loss.hparams, "temperature": t})``). A constructor without
+``temperature`` (a fixed or learnable scale, like CLIP's) skips them and says so in the
+report's ``skipped``; an instance without ``hparams`` whose class takes ``temperature``
+skips them too, with a :class:`~contrastive.testing.ConformanceWarning`.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from contrastive.testing import strategies as cst
 from contrastive.testing._runner import (
     DEFAULT_MAX_EXAMPLES,
     ConformanceError,
+    ConformanceReport,
     Subject,
     check_once,
     check_property,
@@ -74,6 +87,21 @@ def _scalar(subject: Subject, n: int) -> None:
     check_property(subject, "returns a scalar", _two_views(), check, n)
 
 
+def _more_views(subject: Subject) -> None:
+    views = [cst.gaussian((6, 5), seed) for seed in (1, 2, 3)]
+
+    def check() -> None:
+        try:
+            value = subject.prototype(*views)
+        except (ValueError, TypeError) as exc:
+            assert str(exc), "three views raised an error without a message"
+            return
+        assert isinstance(value, Tensor) and value.dim() == 0, "three views did not give a scalar tensor"
+        assert torch.isfinite(value), f"three views gave a non-finite loss {value}"
+
+    check_once(subject, "three views give a finite scalar or a clear error", check)
+
+
 def _finite(subject: Subject, n: int) -> None:
     check_property(
         subject,
@@ -82,16 +110,18 @@ def _finite(subject: Subject, n: int) -> None:
         lambda v: _assert_finite(*_value_and_grads(subject.prototype, v)),
         n,
     )
-    if subject.accepts_option("temperature"):
-        for t in (1e-3, 10.0):
-            loss = subject.fresh(temperature=t)
-            check_property(
-                subject,
-                f"finite value and gradients at temperature={t}",
-                _two_views(torch.float32),
-                lambda v, loss=loss: _assert_finite(*_value_and_grads(loss, v)),
-                n,
-            )
+    for t in (1e-3, 10.0):
+        invariant = f"finite value and gradients at temperature={t}"
+        if subject.skip_unless_buildable(invariant, "temperature"):
+            continue
+        loss = subject.fresh(temperature=t)
+        check_property(
+            subject,
+            invariant,
+            _two_views(torch.float32),
+            lambda v, loss=loss: _assert_finite(*_value_and_grads(loss, v)),
+            n,
+        )
     for scale in (1e4, 1e-4):
         check_property(
             subject,
@@ -207,16 +237,19 @@ def _copies(subject: Subject) -> None:
     check_once(subject, "deep copy and state_dict round trip", check)
 
 
-def check_loss(loss: Any, max_examples: int = DEFAULT_MAX_EXAMPLES) -> None:
+def check_loss(loss: Any, max_examples: int = DEFAULT_MAX_EXAMPLES) -> ConformanceReport:
     """Check that ``loss`` (a registered name, a class or an instance) keeps every loss invariant.
 
-    Raises :class:`~contrastive.testing.ConformanceError` (an ``AssertionError``)
-    naming the first broken invariant and hypothesis' minimal failing example.
+    Returns the :class:`~contrastive.testing.ConformanceReport` of what was checked and
+    what was skipped (see the module notes on instances and ``temperature``). Raises
+    :class:`~contrastive.testing.ConformanceError` (an ``AssertionError``) naming the
+    first broken invariant and hypothesis' minimal failing example.
     """
     subject = resolve("loss", loss)
     if not callable(subject.prototype):
         raise ConformanceError(f"loss {subject.name!r} is not callable")
     _scalar(subject, max_examples)
+    _more_views(subject)
     _finite(subject, max_examples)
     _half_precision(subject, max_examples)
     _permutation(subject, max_examples)
@@ -224,3 +257,4 @@ def check_loss(loss: Any, max_examples: int = DEFAULT_MAX_EXAMPLES) -> None:
     _device_and_dtype(subject, max_examples)
     _malformed(subject)
     _copies(subject)
+    return subject.finish()

@@ -20,7 +20,14 @@ import torch
 from hypothesis import strategies as st
 
 from contrastive.testing import strategies as cst
-from contrastive.testing._runner import DEFAULT_MAX_EXAMPLES, Subject, check_once, check_property, resolve
+from contrastive.testing._runner import (
+    DEFAULT_MAX_EXAMPLES,
+    ConformanceReport,
+    Subject,
+    check_once,
+    check_property,
+    resolve,
+)
 
 Tensor = torch.Tensor
 
@@ -106,6 +113,7 @@ def _inside_losses(subject: Subject, n: int) -> None:
 def _uniform_reduction(subject: Subject, n: int) -> None:
     options = getattr(subject.prototype, "uniform_options", None)
     if options is None:
+        subject.skip("equals the uniform sampler at its uniform_options", "it declares no uniform_options")
         return
     reduced = subject.fresh(**options) if subject.factory is not None else type(subject.prototype)(**options)
 
@@ -119,9 +127,10 @@ def _uniform_reduction(subject: Subject, n: int) -> None:
     )
 
 
-def check_sampler(sampler: Any, max_examples: int = DEFAULT_MAX_EXAMPLES) -> None:
+def check_sampler(sampler: Any, max_examples: int = DEFAULT_MAX_EXAMPLES) -> ConformanceReport:
     """Check that ``sampler`` (a registered name, a class or an instance) keeps every sampler invariant.
 
+    Returns the :class:`~contrastive.testing.ConformanceReport` of what was checked.
     Raises :class:`~contrastive.testing.ConformanceError` (an ``AssertionError``)
     naming the first broken invariant and hypothesis' minimal failing example.
     """
@@ -130,3 +139,4 @@ def check_sampler(sampler: Any, max_examples: int = DEFAULT_MAX_EXAMPLES) -> Non
     _distribution(subject)
     _inside_losses(subject, max_examples)
     _uniform_reduction(subject, max_examples)
+    return subject.finish()

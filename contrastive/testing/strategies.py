@@ -18,7 +18,13 @@ from __future__ import annotations
 import math
 
 import torch
-from hypothesis import strategies as st
+
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    from contrastive.testing._requirements import missing_kit_error
+
+    raise missing_kit_error(exc) from exc
 
 #: Floating dtypes the engine accepts, widest first.
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
