@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +32,37 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a bad file raises :class:`TrainError`."""
+def _refusal(exc: BaseException) -> str:
+    """The reason a weights-only load gave, without torch's advice to load the file unrestricted."""
+    text = str(exc)
+    for marker in ("WeightsUnpickler error:", "Unsupported global:", "Unsupported operand"):
+        if marker in text:
+            return text[text.index(marker) :].splitlines()[0].removeprefix("WeightsUnpickler error:").strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_checkpoint(path: Path, purpose: str = "--resume") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a bad file raises :class:`TrainError` (one line)."""
     if not path.is_file():
         raise TrainError(
-            f"--resume: {str(path)!r} does not exist; there is no checkpoint to resume from "
+            f"{purpose}: {str(path)!r} does not exist; there is no checkpoint "
             "(a run writes one at the end of each epoch)"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise TrainError(
+            f"{purpose}: {str(path)!r} was refused by the weights-only load ({_refusal(exc)}); "
+            "it is not a checkpoint of contrastive train and nothing in it was run"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line error
         raise TrainError(
-            f"--resume: {str(path)!r} is not a readable checkpoint ({type(exc).__name__}: {exc})"
+            f"{purpose}: {str(path)!r} is not a readable checkpoint ({type(exc).__name__}: {_refusal(exc)})"
         ) from None
     if (
         not isinstance(state, dict)
         or state.get("format") != CHECKPOINT_FORMAT
         or any(k not in state for k in _KEYS)
     ):
-        raise TrainError(
-            f"--resume: {str(path)!r} is not a checkpoint of contrastive train ({CHECKPOINT_FORMAT})"
-        )
+        raise TrainError(f"{purpose}: {str(path)!r} is not a checkpoint of contrastive train ({CHECKPOINT_FORMAT})")
     return state
