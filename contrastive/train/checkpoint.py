@@ -34,11 +34,16 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 def _refusal(exc: BaseException) -> str:
     """The reason a weights-only load gave, without torch's advice to load the file unrestricted."""
-    text = str(exc)
-    for marker in ("WeightsUnpickler error:", "Unsupported global:", "Unsupported operand"):
-        if marker in text:
-            return text[text.index(marker) :].splitlines()[0].removeprefix("WeightsUnpickler error:").strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip()
+    kept = [
+        line
+        for line in lines
+        if not any(w in line for w in ("weights_only", "Weights only load failed", "documentation of torch.load"))
+    ]
+    return kept[0] if kept else "it holds objects that a weights-only load does not accept"
 
 
 def load_checkpoint(path: Path, purpose: str = "--resume") -> dict[str, Any]:

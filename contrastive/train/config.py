@@ -43,11 +43,11 @@ class TrainConfig:
     augment_options: dict[str, Any] = field(default_factory=dict)
     temperature: float | None = None  # None: 0.2 for losses that take a temperature
     encoder: str = "auto"  # auto: cnn for images, mlp for vectors
-    feature_dim: int = 128  # encoder output, the representation the probes see
+    feature_dim: int = 64  # encoder output, the representation the probes see
     projection_hidden_dim: int = 64
     projection_dim: int = 32
     batch_size: int = 256
-    epochs: int = 50
+    epochs: int = 40
     lr: float = 3e-3
     weight_decay: float = 1e-6
     optimizer: str = "adam"

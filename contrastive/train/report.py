@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Progress", "format_report", "write_plots"]
+__all__ = ["Progress", "format_report", "plot_curves", "write_plots"]
 
 #: at most this many epochs are listed in the final report (evenly spaced, always the last)
 REPORT_ROWS = 10
@@ -152,38 +152,53 @@ _BASELINES = (
 )
 
 
-def write_plots(history: list[dict[str, Any]], folder: Path, summary: dict[str, Any] | None = None) -> list[Path]:
-    """``curves.png``: loss, geometry and probe curves, with the baselines of ``summary`` as reference lines.
+def plot_curves(history: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> Any:
+    """A matplotlib figure of the loss, geometry and probe curves, the baselines of ``summary`` as lines."""
+    import matplotlib
 
-    Returns the files written: none when matplotlib is missing (the ``train`` extra brings it).
-    """
-    try:
-        import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, (title, ylabel, keys) in zip(axes, _PANELS, strict=True):
         for key in keys:
             points = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
             if points:
-                ax.plot(*zip(*points), marker="o" if len(points) < len(history) else None, ms=3,
-                        label=key.replace("_", " "))
+                sparse = len(points) < len(history)  # probes run on some epochs only
+                ax.plot(*zip(*points), marker="o" if sparse else None, ms=3, label=key.replace("_", " "))
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
     if summary is not None and axes[2].lines:
         for key, label, style in _BASELINES:
             if summary.get(key) is not None:
-                axes[2].axhline(summary[key], linestyle=style, color="grey", label=f"{label} ({summary[key]:.3f})")
+                value = summary[key]
+                axes[2].axhline(value, linestyle=style, color="grey", label=f"{label} ({value:.3f})")
     for ax in axes:
-        if ax.lines:  # without labels (npz data with no y) the probe panel stays empty
+        if ax.lines:
             ax.legend(fontsize=8)
-    if not axes[2].lines:
+    if not axes[2].lines:  # without labels (npz data with no y) there are no probes
         axes[2].text(0.5, 0.5, "no labels: no probes", ha="center", va="center", transform=axes[2].transAxes)
     fig.tight_layout()
+    return fig
+
+
+def write_plots(
+    history: list[dict[str, Any]], folder: Path, summary: dict[str, Any] | None = None
+) -> list[Path]:
+    """Write :func:`plot_curves` to ``folder/curves.png``; returns the files (none without matplotlib).
+
+    The ``train`` extra installs matplotlib; without it the run says so on stderr.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("contrastive train: matplotlib is not installed, so no curves.png "
+              "(pip install 'contrastive-kit[train]')", file=sys.stderr)
+        return []
+    import matplotlib.pyplot as plt
+
+    fig = plot_curves(history, summary)
     path = folder / "curves.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -149,6 +149,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             z = [self.model(v) for v in views]
+        if not all(bool(torch.isfinite(z_).all()) for z_ in z):  # the losses would refuse them
+            raise DivergedError(self.epoch, self.step, math.nan, self.lr_at(self.step))
         loss = self.loss(*(z_.float() for z_ in z), **({} if labels is None else {"labels": labels}))
         loss.backward()
         return loss
