@@ -111,8 +111,9 @@ def build_augmentation(config: TrainConfig, sample_shape: tuple[int, ...]) -> An
         config.augment = ("affine" if small else "simclr") if is_image else "random_mask"
     options = dict(config.augment_options)
     if config.augment in TRAINER_AUGMENTATIONS:
-        config.augment_options = options
         factory = TRAINER_AUGMENTATIONS[config.augment]
+        options = {**_defaults(factory), **options}  # the whole recipe goes into config.toml and the report
+        config.augment_options = options
         return _construct("augmentation", _trainer_augmentation, config.augment, options, factory)
     factory = get_registry().factory("augmentation", config.augment)
     if is_image and "size" not in options and _accepts(factory, "size"):
@@ -121,6 +122,15 @@ def build_augmentation(config: TrainConfig, sample_shape: tuple[int, ...]) -> An
         options = {**SMALL_IMAGE_SIMCLR, **options}
     config.augment_options = options
     return _construct("augmentation", get_augmentation, config.augment, options, factory)
+
+
+def _defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of ``factory`` (tuples as lists, as TOML writes them)."""
+    return {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in inspect.signature(factory).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 def _trainer_augmentation(name: str, **options: Any) -> Any:
