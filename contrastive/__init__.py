@@ -12,6 +12,7 @@ from contrastive.augment.base import Augmentation, RandomAugmentation
 from contrastive.augment.masking import RandomMask
 from contrastive.augment.pipelines import Compose, SimCLRAugmentation
 from contrastive.engine import RowStats, dual_row_stats, row_stats
+from contrastive.gradcache import GradCache
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.clip import ClipLoss
 from contrastive.losses.infonce import InfoNCELoss
@@ -51,6 +52,7 @@ __all__ = [
     "get_augmentation",
     "get_loss",
     "get_sampler",
+    "GradCache",
     "HardNegativeSampler",
     "hookimpl",
     "InfoNCELoss",
