@@ -50,7 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--optimizer", help="adam (default), adamw or sgd")
     a("--device", help="auto (default), cpu or cuda")
     a("--precision", help="fp32 (default) or bf16 (autocast of encoder and head, CPU and CUDA)")
-    a("--threads", type=int, help="torch intra-op threads (default 0: torch's choice); 1-2 on shared machines")
+    a("--threads", type=int, help="torch intra-op threads (default 0: 1 on CPU, torch's choice on CUDA)")
+    a(
+        "--chunk-size",
+        type=int,
+        help="encode the batch in chunks of N samples with gradient caching (same gradient, less memory; "
+        "batch norm then normalises per chunk); default 0: all at once",
+    )
     a("--probe-every", type=int, help="epochs between linear/kNN probes (default 0: about 10 per run)")
     a("--seed", type=int, help="seed of the split, the initialisation and all randomness (default 0)")
     a("--out", help="run folder (default runs/<data>-<time>)")

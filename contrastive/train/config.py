@@ -57,7 +57,8 @@ class TrainConfig:
     holdout: float = 0.2  # fraction of the data held out for the probes
     device: str = "auto"
     precision: str = "fp32"  # fp32 | bf16 (autocast of the encoder and head)
-    threads: int = 0  # torch intra-op threads; 0: torch's default
+    threads: int = 0  # torch intra-op threads; 0: 1 on CPU, torch's default on CUDA
+    chunk_size: int = 0  # samples per encoder pass with gradient caching; 0: the whole batch at once
     seed: int = 0
     out: str | None = None  # None: runs/<data>-<time>
 
@@ -83,7 +84,7 @@ class TrainConfig:
             raise TrainError(f"--temperature must be > 0, got {self.temperature}")
         if not 0 < self.holdout < 1:
             raise TrainError(f"--holdout must be a fraction in (0, 1), got {self.holdout}")
-        for name in ("threads", "probe_every"):
+        for name in ("threads", "probe_every", "chunk_size"):
             if getattr(self, name) < 0:
                 raise TrainError(f"{_flag(name)} must be >= 0 (0: the default), got {getattr(self, name)}")
         if not 0 <= self.warmup_epochs < math.inf:

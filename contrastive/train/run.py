@@ -44,6 +44,9 @@ __all__ = ["add_arguments", "build_parser", "config_from_args", "main", "probe_e
 
 #: settings that may change when a run is resumed (the rest must match the run folder's config.toml)
 RESUMABLE_CHANGES = ("epochs", "device", "out", "threads", "probe_every")
+#: torch threads of a CPU run with --threads 0: the trainer's small models gain nothing from more, and
+#: torch's spin-waiting threads multiplied the CPU time of the default run by 10 on a loaded 2-core machine
+CPU_DEFAULT_THREADS = 1
 #: with --probe-every 0, the probes run about this many times per run
 PROBES_PER_RUN = 10
 
@@ -174,8 +177,9 @@ def run(
                 f"run folder {str(out)!r} already holds a run; pass --resume to continue it "
                 "or choose another --out"
             )
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        threads = config.threads or (CPU_DEFAULT_THREADS if resolve_device(config.device).type == "cpu" else 0)
+        if threads:
+            torch.set_num_threads(threads)
         summary, history = _train(config, out, state, quiet, callbacks, allow_data_change, writer)
         summary["wall_time_s"] = round(time.perf_counter() - started, 2)
         summary["cpu_time_s"] = round(time.process_time() - cpu_started, 2)
@@ -217,6 +221,13 @@ def _train(
     except ValueError as exc:
         raise TrainError(str(exc)) from None
     _check_dry_run(model, loss, augmentation, data, config, supervised)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or torch.distributed.is_initialized()
+    batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if config.chunk_size and distributed and batch_norm:
+        raise TrainError(
+            f"--chunk-size {config.chunk_size} under torchrun needs an encoder without batch norm "
+            f"({config.encoder!r} has it); use --encoder linear or leave out --chunk-size"
+        )
     extra = {"input_shape": list(data.sample_shape)}
     with _process_group(device):  # torchrun: join its group for the run, leave it afterwards
         base = baselines(model.encoder.to(device), data, device, config.seed)

@@ -86,6 +86,12 @@ class Trainer:
         self.train_x = train_x
         self.train_y = train_y
         self.optimizer = build_optimizer(config, self.raw_model.parameters())
+        self.grad_cache = None
+        if config.chunk_size:
+            from contrastive.gradcache import GradCache
+
+            # batch norm layers normalise each chunk with its own statistics
+            self.grad_cache = GradCache(self.model, self.loss, config.chunk_size, batch_norm="per_chunk")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
@@ -145,13 +151,25 @@ class Trainer:
         return self.history
 
     def _loss(self, *views: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Encode ``views`` (under bf16 autocast with ``precision="bf16"``), back-propagate the loss."""
+        """Encode ``views`` (under bf16 autocast with ``precision="bf16"``), back-propagate the loss.
+
+        With ``config.chunk_size`` the encoder runs in chunks through
+        :class:`~contrastive.gradcache.GradCache` (same gradient, less activation memory).
+        """
         self.optimizer.zero_grad(set_to_none=True)
+        options = {} if labels is None else {"labels": labels}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+            if self.grad_cache is not None:
+                try:
+                    return self.grad_cache.backward(*views, **options)
+                except ValueError as exc:
+                    if "NaN or Inf" in str(exc):  # the loss refused non-finite embeddings
+                        raise DivergedError(self.epoch, self.step, math.nan, self.lr_at(self.step)) from None
+                    raise
             z = [self.model(v) for v in views]
         if not all(bool(torch.isfinite(z_).all()) for z_ in z):  # the losses would refuse them
             raise DivergedError(self.epoch, self.step, math.nan, self.lr_at(self.step))
-        loss = self.loss(*(z_.float() for z_ in z), **({} if labels is None else {"labels": labels}))
+        loss = self.loss(*(z_.float() for z_ in z), **options)
         loss.backward()
         return loss
 
