@@ -67,7 +67,9 @@ def test_digits_default_is_the_affine_recipe_recorded_in_config(tmp_path: Path) 
 
 def test_digits_cnn_simclr_run_uses_the_small_image_simclr_options(tmp_path: Path) -> None:
     pytest.importorskip("sklearn", reason="--data digits needs the train extra (scikit-learn)")
-    summary = run(TrainConfig(epochs=1, batch_size=256, augment="simclr", out=str(tmp_path / "d")), quiet=True)
+    summary = run(
+        TrainConfig(epochs=1, batch_size=256, augment="simclr", out=str(tmp_path / "d")), quiet=True
+    )
     assert summary["encoder"] == "cnn" and summary["augment"] == "simclr" and summary["n_test"] == 359
     config = load_toml(tmp_path / "d" / "config.toml")
     assert config["augment_options"] == {"scale": [0.5, 1.0], "s": 0.5, "size": [8, 8]}

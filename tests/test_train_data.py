@@ -37,7 +37,9 @@ def _tree(root: Path, per_class: int = 12, side: int = 12, mode: str = "RGB") ->
 
 def test_a_folder_tree_loads_as_labelled_images_of_the_requested_size(tmp_path: Path) -> None:
     x, y = load_folder(str(_tree(tmp_path / "rgb")), 8)
-    assert x.shape == (24, 3, 8, 8) and x.dtype == torch.float32 and 0 <= float(x.min()) <= float(x.max()) <= 1
+    assert (
+        x.shape == (24, 3, 8, 8) and x.dtype == torch.float32 and 0 <= float(x.min()) <= float(x.max()) <= 1
+    )
     assert torch.equal(y, torch.tensor([0] * 12 + [1] * 12))
     gray, _ = load_folder(str(_tree(tmp_path / "gray", mode="L")), 6)
     assert gray.shape == (24, 1, 6, 6)

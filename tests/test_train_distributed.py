@@ -18,7 +18,9 @@ ARGS = ["--data", "digits", "--epochs", "1", "--batch-size", "256", "--probe-eve
 
 
 def _train(out: Path, ranks: int) -> subprocess.CompletedProcess[str]:
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)] if ranks > 1 else []
+    launcher = (
+        ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)] if ranks > 1 else []
+    )
     return subprocess.run(
         [sys.executable, *launcher, "-m", "contrastive", "train", *ARGS, "--out", str(out)],
         capture_output=True,
@@ -32,7 +34,9 @@ def test_two_gloo_ranks_train_the_cnn_like_one_process_on_the_global_batch(tmp_p
     for name, ranks in (("one", 1), ("two", 2)):
         result = _train(tmp_path / name, ranks)
         assert result.returncode == 0, result.stderr[-3000:]
-    one, two = (json.loads((tmp_path / n / "metrics.jsonl").read_text().splitlines()[0]) for n in ("one", "two"))
+    one, two = (
+        json.loads((tmp_path / n / "metrics.jsonl").read_text().splitlines()[0]) for n in ("one", "two")
+    )
     # per-rank batch norm differed in the 4th digit (3.45359 against 3.45321)
     assert two["loss"] == pytest.approx(one["loss"], abs=2e-5)
     a, b = (torch.load(tmp_path / n / "checkpoint.pt", weights_only=True)["model"] for n in ("one", "two"))
@@ -42,8 +46,11 @@ def test_two_gloo_ranks_train_the_cnn_like_one_process_on_the_global_batch(tmp_p
 
 
 def test_sync_batch_norm_swaps_every_batch_norm_and_keeps_the_state() -> None:
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)),
+    )
     model[1].running_mean.fill_(0.5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     swapped = sync_batch_norm(model, torch.device("cpu"))

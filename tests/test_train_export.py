@@ -1,4 +1,4 @@
-"""The trained encoder is reusable: load_encoder and ``contrastive embed`` give the features the probes saw."""
+"""The trained encoder is reusable: load_encoder and ``contrastive embed`` give the probed features."""
 
 from __future__ import annotations
 
@@ -44,7 +44,9 @@ def test_the_exported_features_reproduce_the_reported_linear_probe(trained: Path
     data = load_dataset("spiked", 3)
     with np.load(file) as archive:
         h, y = torch.from_numpy(archive["embeddings"]), torch.from_numpy(archive["labels"])
-    probe = linear_probe_accuracy(h[data.train_index], y[data.train_index], h[data.test_index], y[data.test_index])
+    probe = linear_probe_accuracy(
+        h[data.train_index], y[data.train_index], h[data.test_index], y[data.test_index]
+    )
     summary = json.loads((trained / "summary.json").read_text())
     assert probe == pytest.approx(summary["linear_probe_accuracy"], abs=1e-9)
 
@@ -63,13 +65,20 @@ def test_embed_errors_are_one_line(trained: Path, tmp_path: Path, capsys) -> Non
     np.savez(wrong, X=np.zeros((5, 3), dtype=np.float32))
     cases = [
         (["--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "a.npz")], "does not exist"),
-        (["--run", str(trained), "--data", f"npz:{wrong}", "--out", str(tmp_path / "b.npz")], "does not take inputs"),
+        (
+            ["--run", str(trained), "--data", f"npz:{wrong}", "--out", str(tmp_path / "b.npz")],
+            "does not take inputs",
+        ),
         (["--run", str(trained), "--out", str(tmp_path / "c.txt")], "must be a FILE.npz"),
     ]
     for args, message in cases:
         assert cli_main(["embed", *args]) == 2
         err = capsys.readouterr().err
-        assert len(err.strip().splitlines()) == 1 and err.startswith("contrastive embed: error: ") and message in err
+        assert (
+            len(err.strip().splitlines()) == 1
+            and err.startswith("contrastive embed: error: ")
+            and message in err
+        )
 
 
 def test_load_encoder_refuses_a_checkpoint_that_does_not_fit(trained: Path, tmp_path: Path) -> None:

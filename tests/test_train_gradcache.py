@@ -16,7 +16,14 @@ def _first_step(chunk_size: int, loss: str = "nt_xent") -> tuple[float, dict[str
     torch.manual_seed(0)
     x, y = torch.randn(120, 10), torch.arange(120) % 3
     model = build_model("linear", (10,), 6, 16, 8)
-    trainer = Trainer(config, model, x, build_loss(config), build_augmentation(config, (10,)), y if loss == "supcon" else None)
+    trainer = Trainer(
+        config,
+        model,
+        x,
+        build_loss(config),
+        build_augmentation(config, (10,)),
+        y if loss == "supcon" else None,
+    )
     seen: list[tuple[float, dict[str, torch.Tensor]]] = []
 
     def grab(t: Trainer) -> None:
@@ -39,6 +46,8 @@ def test_a_chunked_first_step_equals_the_unchunked_one(loss: str) -> None:
 
 
 def test_chunk_size_runs_end_to_end_and_is_recorded(tmp_path: Path) -> None:
-    summary = run(TrainConfig(data="spiked", epochs=1, batch_size=200, chunk_size=64, out=str(tmp_path / "r")))
+    summary = run(
+        TrainConfig(data="spiked", epochs=1, batch_size=200, chunk_size=64, out=str(tmp_path / "r"))
+    )
     assert summary["steps"] == 8
     assert "chunk_size = 64" in (tmp_path / "r" / "config.toml").read_text()

@@ -36,8 +36,10 @@ def _dead_pid() -> int:
 def test_the_folder_is_locked_while_a_run_uses_it_and_released_after(tmp_path: Path) -> None:
     out = tmp_path / "run"
     seen: list[str] = []
-    run(TrainConfig(data="spiked", epochs=1, batch_size=200, out=str(out)),
-        callbacks=[("on_epoch_end", lambda t: seen.append((out / LOCK_NAME).read_text().strip()))])
+    run(
+        TrainConfig(data="spiked", epochs=1, batch_size=200, out=str(out)),
+        callbacks=[("on_epoch_end", lambda t: seen.append((out / LOCK_NAME).read_text().strip()))],
+    )
     assert seen == [f"{socket.gethostname()}:{os.getpid()}"]
     assert not (out / LOCK_NAME).exists()
 
@@ -87,7 +89,10 @@ def test_resume_on_changed_data_names_both_fingerprints_unless_allowed(tmp_path:
     new = err.split("fingerprint is now ")[1].split(",")[0]
     assert new.startswith("sha256:") and new != old
     assert (out / "config.toml").read_text() == before
-    assert cli_main(["train", "--resume", "--out", str(out), "--epochs", "2", "--allow-data-change", "--quiet"]) == 0
+    assert (
+        cli_main(["train", "--resume", "--out", str(out), "--epochs", "2", "--allow-data-change", "--quiet"])
+        == 0
+    )
     assert f'data_fingerprint = "{new}"' in (out / "config.toml").read_text()
 
 
@@ -124,8 +129,13 @@ def _poison(trainer) -> None:  # noqa: ANN001
 
 def test_a_divergent_run_stops_keeps_the_last_good_checkpoint_and_says_what_to_change(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    with pytest.raises(TrainError, match=r"diverged: the loss became nan at step \d+ \(epoch 2\).*lower --lr"):
-        run(TrainConfig(data="spiked", epochs=3, batch_size=400, out=str(out)), callbacks=[("on_epoch_end", _poison)])
+    with pytest.raises(
+        TrainError, match=r"diverged: the loss became nan at step \d+ \(epoch 2\).*lower --lr"
+    ):
+        run(
+            TrainConfig(data="spiked", epochs=3, batch_size=400, out=str(out)),
+            callbacks=[("on_epoch_end", _poison)],
+        )
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1
     assert all(bool(torch.isfinite(v).all()) for v in state["model"].values() if v.is_floating_point())
@@ -159,7 +169,9 @@ def test_a_hostile_pickle_is_refused_in_one_line_without_advice_to_trust_it(tmp_
     out = tmp_path / "run"
     out.mkdir()
     with open(out / "checkpoint.pt", "wb") as fh:
-        torch.save({"format": CHECKPOINT_FORMAT, "payload": _Hostile()}, fh, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+        torch.save(
+            {"format": CHECKPOINT_FORMAT, "payload": _Hostile()}, fh, pickle_protocol=pickle.HIGHEST_PROTOCOL
+        )
     assert cli_main(["train", "--resume", "--out", str(out)]) == 2
     err = _one_line_error(capsys)
     assert "refused by the weights-only load" in err and "nothing in it was run" in err

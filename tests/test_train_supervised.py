@@ -1,4 +1,4 @@
-"""Supervised losses get the data's labels; the report says which loss, sampler and whether labels were used."""
+"""Supervised losses get the data's labels; the report names loss, sampler and whether labels were used."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def test_a_loss_declaring_supervised_receives_the_labels_of_each_batch() -> None
     loss = _RecordingLoss()
     assert uses_labels(loss, "my_plugin_loss") and uses_labels(object(), "supcon")
     assert not uses_labels(object(), "nt_xent")
-    trainer = Trainer(config, build_model("linear", (6,), 4, 8, 4), x, loss, build_augmentation(config, (6,)), y)
+    trainer = Trainer(
+        config, build_model("linear", (6,), 4, 8, 4), x, loss, build_augmentation(config, (6,)), y
+    )
     trainer.run()
     assert len(loss.seen) == 2
     seen = torch.cat([s for s in loss.seen if s is not None])
@@ -69,7 +71,19 @@ def test_report_header_names_loss_sampler_and_labels(tmp_path: Path, capsys) -> 
 def test_a_supervised_loss_on_data_without_labels_is_one_clear_error(tmp_path: Path, capsys) -> None:
     path = tmp_path / "v.npz"
     np.savez(path, X=np.random.default_rng(0).standard_normal((60, 6)).astype(np.float32))
-    code = cli_main(["train", "--data", f"npz:{path}", "--loss", "supcon", "--batch-size", "16", "--out", str(tmp_path / "r")])
+    code = cli_main(
+        [
+            "train",
+            "--data",
+            f"npz:{path}",
+            "--loss",
+            "supcon",
+            "--batch-size",
+            "16",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "loss 'supcon' trains on labels" in err and "has none" in err

@@ -41,7 +41,9 @@ def _refusal(exc: BaseException) -> str:
     kept = [
         line
         for line in lines
-        if not any(w in line for w in ("weights_only", "Weights only load failed", "documentation of torch.load"))
+        if not any(
+            w in line for w in ("weights_only", "Weights only load failed", "documentation of torch.load")
+        )
     ]
     return kept[0] if kept else "it holds objects that a weights-only load does not accept"
 
@@ -69,5 +71,7 @@ def load_checkpoint(path: Path, purpose: str = "--resume") -> dict[str, Any]:
         or state.get("format") != CHECKPOINT_FORMAT
         or any(k not in state for k in _KEYS)
     ):
-        raise TrainError(f"{purpose}: {str(path)!r} is not a checkpoint of contrastive train ({CHECKPOINT_FORMAT})")
+        raise TrainError(
+            f"{purpose}: {str(path)!r} is not a checkpoint of contrastive train ({CHECKPOINT_FORMAT})"
+        )
     return state

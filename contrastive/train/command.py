@@ -26,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a("--image-size", type=int, help="side folder: and torchvision: images are resized to (default 32)")
     a("--holdout", type=float, help="fraction of the data held out for the probes (default 0.2)")
-    a("--loss", help="a registered loss (default nt_xent); supcon trains on the labels; see `contrastive plugins`")
+    a(
+        "--loss",
+        help="a registered loss (default nt_xent); supcon trains on the labels; see `contrastive plugins`",
+    )
     a("--loss-opt", action="append", metavar="KEY=VALUE", help="loss option, repeatable")
     a("--sampler", help="a registered negative sampler (default: the loss's own)")
     a("--sampler-opt", action="append", metavar="KEY=VALUE", help="sampler option, e.g. beta=1.0; repeatable")

@@ -12,7 +12,14 @@ from contrastive.registry import UnknownPluginError, get_augmentation, get_loss,
 from contrastive.train.augment import TRAINER_AUGMENTATIONS
 from contrastive.train.config import TrainConfig, TrainError
 
-__all__ = ["build_augmentation", "build_loss", "build_optimizer", "make_views", "resolve_device", "uses_labels"]
+__all__ = [
+    "build_augmentation",
+    "build_loss",
+    "build_optimizer",
+    "make_views",
+    "resolve_device",
+    "uses_labels",
+]
 
 #: losses that train on the data's labels (besides any loss with a ``supervised = True`` attribute)
 SUPERVISED_LOSSES = ("supcon",)
@@ -67,7 +74,7 @@ def _construct(
 
 
 def uses_labels(loss: Any, name: str) -> bool:
-    """Whether the trainer passes the data's labels to ``loss``: supcon, or a loss with ``supervised = True``."""
+    """Whether the trainer gives ``loss`` the data's labels: supcon, or a loss with ``supervised = True``."""
     return name in SUPERVISED_LOSSES or bool(getattr(loss, "supervised", False))
 
 

@@ -100,7 +100,9 @@ class TrainConfig:
         ):
             if getattr(self, name) not in choices:
                 raise TrainError(f"--{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
-        if not (self.data in ("digits", "spiked") or self.data.startswith(("npz:", "folder:", "torchvision:"))):
+        if not (
+            self.data in ("digits", "spiked") or self.data.startswith(("npz:", "folder:", "torchvision:"))
+        ):
             raise TrainError(f"--data must be one of {', '.join(DATA_KINDS)}; got {self.data!r}")
         return self
 

@@ -1,4 +1,4 @@
-"""Datasets for the reference trainer: scikit-learn's digits, the spiked covariance model, an .npz file, images."""
+"""Datasets for the reference trainer: scikit-learn's digits, spiked covariance, an .npz file, images."""
 
 from __future__ import annotations
 

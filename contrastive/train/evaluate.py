@@ -127,8 +127,10 @@ def encoded_splits(encoder: torch.nn.Module, data: Dataset, device: torch.device
     return embed(encoder, data.split("train")[0], device), embed(encoder, data.split("test")[0], device)
 
 
-def baselines(random_encoder: torch.nn.Module, data: Dataset, device: torch.device, seed: int) -> dict[str, Any]:
-    """The linear probe (all labels and few labels) on a randomly initialised encoder and on the raw inputs."""
+def baselines(
+    random_encoder: torch.nn.Module, data: Dataset, device: torch.device, seed: int
+) -> dict[str, Any]:
+    """The linear probe (all labels, few labels) on a randomly initialised encoder and on the raw inputs."""
     train_x, train_y = data.split("train")
     test_x, test_y = data.split("test")
     random_h = encoded_splits(random_encoder, data, device)
@@ -137,6 +139,8 @@ def baselines(random_encoder: torch.nn.Module, data: Dataset, device: torch.devi
         "random_init_linear_probe_accuracy": probes(random_h[0], train_y, random_h[1], test_y)[
             "linear_probe_accuracy"
         ],
-        "raw_input_linear_probe_accuracy": probes(raw_h[0], train_y, raw_h[1], test_y)["linear_probe_accuracy"],
+        "raw_input_linear_probe_accuracy": probes(raw_h[0], train_y, raw_h[1], test_y)[
+            "linear_probe_accuracy"
+        ],
         **few_label_probes({"random_init_": random_h, "raw_input_": raw_h}, data, seed),
     }

@@ -165,7 +165,8 @@ def plot_curves(history: list[dict[str, Any]], summary: dict[str, Any] | None = 
             points = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
             if points:
                 sparse = len(points) < len(history)  # probes run on some epochs only
-                ax.plot(*zip(*points), marker="o" if sparse else None, ms=3, label=key.replace("_", " "))
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o" if sparse else None, ms=3, label=key.replace("_", " "))
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
@@ -193,8 +194,11 @@ def write_plots(
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        print("contrastive train: matplotlib is not installed, so no curves.png "
-              "(pip install 'contrastive-kit[train]')", file=sys.stderr)
+        print(
+            "contrastive train: matplotlib is not installed, so no curves.png "
+            "(pip install 'contrastive-kit[train]')",
+            file=sys.stderr,
+        )
         return []
     import matplotlib.pyplot as plt
 

@@ -126,7 +126,7 @@ def _process_group(device: torch.device) -> Iterator[None]:
 
 
 def _is_writer() -> bool:
-    """Whether this process writes the run folder: rank 0 (of torchrun's environment or the caller's group)."""
+    """Whether this process writes the run folder: rank 0 (of torchrun's environment or of the group)."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
@@ -177,7 +177,9 @@ def run(
                 f"run folder {str(out)!r} already holds a run; pass --resume to continue it "
                 "or choose another --out"
             )
-        threads = config.threads or (CPU_DEFAULT_THREADS if resolve_device(config.device).type == "cpu" else 0)
+        threads = config.threads or (
+            CPU_DEFAULT_THREADS if resolve_device(config.device).type == "cpu" else 0
+        )
         if threads:
             torch.set_num_threads(threads)
         summary, history = _train(config, out, state, quiet, callbacks, allow_data_change, writer)
@@ -216,7 +218,11 @@ def _train(
     augmentation = build_augmentation(config, data.sample_shape)
     try:
         model = build_model(
-            config.encoder, data.sample_shape, config.feature_dim, config.projection_hidden_dim, config.projection_dim
+            config.encoder,
+            data.sample_shape,
+            config.feature_dim,
+            config.projection_hidden_dim,
+            config.projection_dim,
         )
     except ValueError as exc:
         raise TrainError(str(exc)) from None
@@ -251,7 +257,9 @@ def _train(
                 )
             )
             if writer:
-                save_checkpoint({**t.state_dict(), "config": config.to_dict(), **extra}, out / CHECKPOINT_NAME)
+                save_checkpoint(
+                    {**t.state_dict(), "config": config.to_dict(), **extra}, out / CHECKPOINT_NAME
+                )
                 with open(out / "metrics.jsonl", "a") as fh:
                     fh.write(json.dumps(t.history[-1]) + "\n")
 
@@ -268,11 +276,14 @@ def _train(
                 else "no epoch finished, so there is no checkpoint"
             )
             raise TrainError(
-                f"training diverged: {exc}; stopped before that step, {kept}; lower --lr (now {config.lr:g}), "
+                f"training diverged: {exc}; stopped before that step, {kept}; "
+                f"lower --lr (now {config.lr:g}), "
                 "raise --temperature, or use --precision fp32, then start again"
             ) from None
         last = history[-1]
-        learned = few_label_probes({"": encoded_splits(trainer.raw_model.encoder, data, device)}, data, config.seed)
+        learned = few_label_probes(
+            {"": encoded_splits(trainer.raw_model.encoder, data, device)}, data, config.seed
+        )
     summary = {
         "linear_probe_accuracy": last["linear_probe_accuracy"],
         "knn_accuracy": last["knn_accuracy"],

@@ -46,9 +46,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)  # type: ignore[union-attr]
-                momentum = (
-                    1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                )
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
                 self.running_mean.lerp_(mean.detach(), momentum)
                 self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), momentum)
         shape = [1, c] + [1] * (input.dim() - 2)

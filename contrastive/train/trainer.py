@@ -35,7 +35,7 @@ class Trainer:
     The learning rate follows ``config.lr_schedule`` (linear warm-up over ``warmup_epochs``,
     then cosine decay to 0 at ``config.epochs``), set from the step counter alone, so a
     resumed run continues the same schedule. A batch whose loss is not finite raises
-    :class:`DivergedError` before the optimizer step.
+    :class:`~contrastive.train.trainer.DivergedError` before the optimizer step.
 
     Randomness (shuffling and augmentation) comes from one ``torch.Generator`` seeded
     with ``config.seed``; :meth:`state_dict` holds it with the model, the optimizer and
