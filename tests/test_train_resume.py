@@ -26,7 +26,7 @@ run(config, callbacks=[("on_epoch_end", lambda t: t.epoch == 1 and os.kill(os.ge
 
 def _result(out: Path) -> tuple[dict, list[str]]:
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("wall_time_s", "out"):
+    for key in ("wall_time_s", "cpu_time_s", "out"):
         summary.pop(key)
     return summary, (out / "metrics.jsonl").read_text().splitlines()
 

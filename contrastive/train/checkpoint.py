@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +36,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 def _refusal(exc: BaseException) -> str:
     """The reason a weights-only load gave, without torch's advice to load the file unrestricted."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
+    for i, line in enumerate(lines):
         if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].strip()
-    kept = [
-        line
-        for line in lines
-        if not any(
-            w in line for w in ("weights_only", "Weights only load failed", "documentation of torch.load")
-        )
-    ]
-    return kept[0] if kept else "it holds objects that a weights-only load does not accept"
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else "")
+    advice = ("weights_only", "Weights only load failed", "documentation of torch.load", "file an issue")
+    kept = [line for line in lines if not any(w in line for w in advice)]
+    return kept[0] if kept else type(exc).__name__
 
 
 def load_checkpoint(path: Path, purpose: str = "--resume") -> dict[str, Any]:
@@ -56,11 +53,15 @@ def load_checkpoint(path: Path, purpose: str = "--resume") -> dict[str, Any]:
             "(a run writes one at the end of each epoch)"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+        with (
+            warnings.catch_warnings()
+        ):  # torch warns about pickle protocols it may not read; it then says why
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # garbage, or objects to import and call: refused, never run
         raise TrainError(
-            f"{purpose}: {str(path)!r} was refused by the weights-only load ({_refusal(exc)}); "
-            "it is not a checkpoint of contrastive train and nothing in it was run"
+            f"{purpose}: {str(path)!r} is not a readable checkpoint: the weights-only load refused it "
+            f"({_refusal(exc)}); nothing in it was run"
         ) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line error
         raise TrainError(
