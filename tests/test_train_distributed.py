@@ -41,8 +41,17 @@ def test_two_gloo_ranks_train_the_cnn_like_one_process_on_the_global_batch(tmp_p
     assert two["loss"] == pytest.approx(one["loss"], abs=2e-5)
     a, b = (torch.load(tmp_path / n / "checkpoint.pt", weights_only=True)["model"] for n in ("one", "two"))
     assert a.keys() == b.keys()
+    # a conv bias right before batch norm has a gradient of zero up to rounding, which Adam scales up
+    # to full-size steps: those (and the running means that include them) may differ by up to lr per
+    # step; batch norm removes them from the output, and everything else must agree
+    pre_norm_biases = {f"encoder.{i}.bias" for i in (0, 3, 7)} | {
+        f"encoder.{i}.running_mean" for i in (1, 4, 8)
+    }
     for key in a:  # the same steps: weights and running statistics
-        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+        if key in pre_norm_biases:
+            assert float((b[key] - a[key]).abs().max()) <= 3e-3 * 5, key
+        else:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_sync_batch_norm_swaps_every_batch_norm_and_keeps_the_state() -> None:
