@@ -122,7 +122,10 @@ def build_augmentation(config: TrainConfig, sample_shape: tuple[int, ...]) -> An
         options = {**_defaults(factory), **options}  # the whole recipe goes into config.toml and the report
         config.augment_options = options
         return _construct("augmentation", _trainer_augmentation, config.augment, options, factory)
-    factory = get_registry().factory("augmentation", config.augment)
+    try:
+        factory = get_registry().factory("augmentation", config.augment)
+    except UnknownPluginError as exc:
+        raise UnknownPluginError(f"{exc}; the trainer also has: {', '.join(TRAINER_AUGMENTATIONS)}") from None
     if is_image and "size" not in options and _accepts(factory, "size"):
         options["size"] = [int(sample_shape[1]), int(sample_shape[2])]
     if config.augment == "simclr" and is_image and max(sample_shape[1:]) < SMALL_IMAGE_SIDE:

@@ -99,7 +99,9 @@ class TrainConfig:
             ("precision", PRECISIONS),
         ):
             if getattr(self, name) not in choices:
-                raise TrainError(f"--{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
+                raise TrainError(
+                    f"{_flag(name)} must be one of {', '.join(choices)}; got {getattr(self, name)!r}"
+                )
         if not (
             self.data in ("digits", "spiked") or self.data.startswith(("npz:", "folder:", "torchvision:"))
         ):
