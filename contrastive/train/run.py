@@ -17,16 +17,16 @@ import torch
 
 from contrastive.registry import UnknownPluginError
 from contrastive.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from contrastive.train.checks import check_data, check_dry_run, restore
 from contrastive.train.command import add_arguments, build_parser, config_from_args
 from contrastive.train.components import (
     build_augmentation,
     build_loss,
-    make_views,
     resolve_device,
     uses_labels,
 )
 from contrastive.train.config import MAX_SEED, TrainConfig, TrainError, dump_toml, write_text_atomic
-from contrastive.train.data import Dataset, fingerprint, load_dataset
+from contrastive.train.data import load_dataset
 from contrastive.train.evaluate import (
     FEW_LABEL_DRAWS,
     FEW_LABELS_PER_CLASS,
@@ -63,46 +63,6 @@ def _resumed_config(out: Path, given: dict[str, Any]) -> tuple[TrainConfig, dict
             )
     saved.update({k: v for k, v in given.items() if k in RESUMABLE_CHANGES})
     return TrainConfig.from_dict(saved, source=str(out / CHECKPOINT_NAME)), state
-
-
-def _check_data(config: TrainConfig, data: Dataset, resumed: bool, allow_change: bool) -> None:
-    """Record the data's fingerprint; on resume, a changed one raises unless ``allow_change``."""
-    current = fingerprint(data)
-    if resumed and config.data_fingerprint not in (None, current) and not allow_change:
-        raise TrainError(
-            f"--resume: the data {config.data!r} changed since this run started: its fingerprint is now "
-            f"{current}, the run's config.toml has {config.data_fingerprint}; pass --allow-data-change "
-            "to continue on the new data"
-        )
-    config.data_fingerprint = current
-    if config.batch_size > data.train_index.numel():
-        raise TrainError(
-            f"--batch-size {config.batch_size} is larger than the {data.train_index.numel()} training "
-            f"samples of {config.data!r}; use at most {data.train_index.numel()}"
-        )
-
-
-def _check_dry_run(
-    model: torch.nn.Module, loss: Any, augmentation: Any, data: Dataset, config: TrainConfig, supervised: bool
-) -> None:
-    """Run augmentation, model and loss once on a few samples: fail before training starts."""
-    x, y = (t[: min(4, config.batch_size)] if t is not None else None for t in data.split("train"))
-    try:
-        views = make_views(augmentation, x, 2, torch.Generator().manual_seed(0))
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise TrainError(
-            f"augmentation {config.augment!r} cannot augment inputs of shape {tuple(x.shape)}: {exc}"
-        ) from None
-    model.eval()
-    try:
-        with torch.no_grad():
-            loss(*(model(v) for v in views), **({"labels": y} if supervised else {}))
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise TrainError(
-            f"loss {config.loss!r} failed on two views from encoder {config.encoder!r}: {exc}"
-        ) from None
-    finally:
-        model.train()
 
 
 @contextlib.contextmanager
@@ -204,7 +164,7 @@ def _train(
     """Build everything from ``config``, check it, train (from ``state`` if resuming): summary, history."""
     device = resolve_device(config.device)
     data = load_dataset(config.data, config.seed, config.holdout, config.image_size)
-    _check_data(config, data, state is not None, allow_data_change)
+    check_data(config, data, state is not None, allow_data_change)
     torch.manual_seed(config.seed)
     if config.encoder == "auto":
         config.encoder = "cnn" if data.is_image else "mlp"
@@ -226,7 +186,7 @@ def _train(
         )
     except ValueError as exc:
         raise TrainError(str(exc)) from None
-    _check_dry_run(model, loss, augmentation, data, config, supervised)
+    check_dry_run(model, loss, augmentation, data, config, supervised)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or torch.distributed.is_initialized()
     batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if config.chunk_size and distributed and batch_norm:
@@ -240,7 +200,7 @@ def _train(
         train_x, train_y = data.split("train")
         trainer = Trainer(config, model, train_x, loss, augmentation, train_y if supervised else None)
         if state is not None:
-            _restore(trainer, state, out)
+            restore(trainer, state, out)
         if writer:  # everything is checked: only now is anything written
             write_text_atomic(out / "config.toml", dump_toml(config.to_dict()))
             write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in trainer.history))
@@ -313,18 +273,6 @@ def _train(
         "out": str(out),
     }
     return summary, history
-
-
-def _restore(trainer: Trainer, state: dict[str, Any], out: Path) -> None:
-    """Load a checkpoint into ``trainer``; contents that do not fit the model raise :class:`TrainError`."""
-    try:
-        trainer.load_state_dict(state)
-    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrainError(
-            f"--resume: {str(out / CHECKPOINT_NAME)!r} has the checkpoint format but does not fit this run's "
-            f"model and optimizer ({type(exc).__name__}: {first}); start a new run in another --out"
-        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
