@@ -94,7 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False, prefix_chars="+")
     t.add_argument("train_args", nargs=argparse.REMAINDER)
     t.set_defaults(func=_cmd_train)
+    e = sub.add_parser("embed", help="write a trained encoder's embeddings of a data set to an .npz file",
+                       add_help=False, prefix_chars="+")
+    e.add_argument("embed_args", nargs=argparse.REMAINDER)
+    e.set_defaults(func=_cmd_embed)
     return parser
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from contrastive.train.export import embed_main
+
+    return embed_main(args.embed_args)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

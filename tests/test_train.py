@@ -58,10 +58,21 @@ def test_run_folder_holds_resolved_config_metrics_checkpoint_and_summary(tmp_pat
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
 
 
+def test_digits_default_is_the_affine_recipe_recorded_in_config(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn", reason="--data digits needs the train extra (scikit-learn)")
+    summary = run(TrainConfig(epochs=1, batch_size=256, probe_every=1, out=str(tmp_path / "d")), quiet=True)
+    assert summary["augment"] == "affine" and summary["feature_dim"] == 64
+    config = load_toml(tmp_path / "d" / "config.toml")
+    assert config["augment_options"] == {"degrees": 15.0, "translate": 0.125, "scale": [0.9, 1.1]}
+    assert (tmp_path / "d" / "curves.png").is_file()
+
+
 @pytest.mark.slow
 def test_digits_cnn_simclr_run_uses_the_small_image_simclr_options(tmp_path: Path) -> None:
     pytest.importorskip("sklearn", reason="--data digits needs the train extra (scikit-learn)")
-    summary = run(TrainConfig(epochs=1, batch_size=256, out=str(tmp_path / "d")), quiet=True)
+    summary = run(
+        TrainConfig(epochs=1, batch_size=256, augment="simclr", out=str(tmp_path / "d")), quiet=True
+    )
     assert summary["encoder"] == "cnn" and summary["augment"] == "simclr" and summary["n_test"] == 359
     config = load_toml(tmp_path / "d" / "config.toml")
     assert config["augment_options"] == {"scale": [0.5, 1.0], "s": 0.5, "size": [8, 8]}

@@ -28,7 +28,7 @@ run(config, callbacks=[("on_epoch_end", lambda t: t.epoch == 1 and os.kill(os.ge
 
 def _result(out: Path) -> tuple[dict, list[str]]:
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("wall_time_s", "out"):
+    for key in ("wall_time_s", "cpu_time_s", "out"):
         summary.pop(key)
     return summary, (out / "metrics.jsonl").read_text().splitlines()
 
@@ -105,7 +105,7 @@ def _npz_without_x(tmp_path: Path) -> Path:
         (["--data", "npz:{tmp}/missing.npz"], "does not exist"),
         (["--data", "npz:{bad}"], "not a readable .npz"),
         (["--data", "npz:{nox}"], "it needs X"),
-        (["--data", "nothing"], "--data must be digits, spiked or npz:PATH"),
+        (["--data", "nothing"], "--data must be one of digits, spiked, npz:PATH, folder:PATH"),
         (["--batch-size", "5000"], "--batch-size 5000 is larger than the 1600 training samples"),
         (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
         (["--epochs", "-3"], "--epochs must be a positive integer, got -3"),
@@ -114,7 +114,7 @@ def _npz_without_x(tmp_path: Path) -> Path:
         (["--augment", "simclr"], "cannot augment inputs of shape"),
         (["--config", "{tmp}/none.toml"], "config file .* does not exist"),
         (["--resume"], "--resume needs --out"),
-        (["--resume", "--out", "{tmp}/empty"], "no checkpoint to resume from"),
+        (["--resume", "--out", "{tmp}/empty"], "there is no checkpoint"),
     ],
 )
 def test_bad_input_is_one_line_exit_status_2_and_writes_nothing(

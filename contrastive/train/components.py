@@ -9,10 +9,20 @@ from typing import Any
 import torch
 
 from contrastive.registry import UnknownPluginError, get_augmentation, get_loss, get_registry, get_sampler
+from contrastive.train.augment import TRAINER_AUGMENTATIONS
 from contrastive.train.config import TrainConfig, TrainError
 
-__all__ = ["build_augmentation", "build_loss", "build_optimizer", "make_views", "resolve_device"]
+__all__ = [
+    "build_augmentation",
+    "build_loss",
+    "build_optimizer",
+    "make_views",
+    "resolve_device",
+    "uses_labels",
+]
 
+#: losses that train on the data's labels (besides any loss with a ``supervised = True`` attribute)
+SUPERVISED_LOSSES = ("supcon",)
 #: temperature given to losses that take one when --temperature is not set
 DEFAULT_TEMPERATURE = 0.2
 #: SimCLR options for images smaller than 32 px: SimCLR's crop scale (0.08, 1) leaves almost nothing
@@ -30,13 +40,42 @@ def _accepts(factory: Callable[..., Any], name: str) -> bool:
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-def _construct(kind: str, make: Callable[..., Any], name: str, options: dict[str, Any]) -> Any:
+def _option_names(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword options ``factory`` takes (None if it takes ``**kwargs`` or has no signature)."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in kinds and p.name != "self"]
+
+
+def _construct(
+    kind: str, make: Callable[..., Any], name: str, options: dict[str, Any], factory: Callable[..., Any]
+) -> Any:
+    valid = _option_names(factory)
+    flag = {"loss": "--loss-opt", "sampler": "--sampler-opt", "augmentation": "--augment-opt"}[kind]
+    if valid is not None:
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise TrainError(
+                f"{kind} {name!r} has no option {', '.join(unknown)} ({flag}); "
+                f"its options are {', '.join(valid) or 'none'}"
+            )
     try:
         return make(name, **options)
     except UnknownPluginError:
         raise
     except (TypeError, ValueError) as exc:
-        raise TrainError(f"cannot create {kind} {name!r} with options {options}: {exc}") from None
+        listed = f"; its options are {', '.join(valid)}" if valid else ""
+        raise TrainError(f"cannot create {kind} {name!r} with options {options}: {exc}{listed}") from None
+
+
+def uses_labels(loss: Any, name: str) -> bool:
+    """Whether the trainer gives ``loss`` the data's labels: supcon, or a loss with ``supervised = True``."""
+    return name in SUPERVISED_LOSSES or bool(getattr(loss, "supervised", False))
 
 
 def build_loss(config: TrainConfig) -> torch.nn.Module:
@@ -57,25 +96,55 @@ def build_loss(config: TrainConfig) -> torch.nn.Module:
                 f"loss {config.loss!r} takes no negative sampler; leave out --sampler "
                 f"(got {config.sampler!r})"
             )
-        options["sampler"] = _construct("sampler", get_sampler, config.sampler, dict(config.sampler_options))
+        sampler_factory = get_registry().factory("sampler", config.sampler)
+        options["sampler"] = _construct(
+            "sampler", get_sampler, config.sampler, dict(config.sampler_options), sampler_factory
+        )
     elif config.sampler_options:
         raise TrainError(f"--sampler-opt {config.sampler_options} was given without --sampler NAME")
-    return _construct("loss", get_loss, config.loss, options)
+    return _construct("loss", get_loss, config.loss, options, factory)
 
 
 def build_augmentation(config: TrainConfig, sample_shape: tuple[int, ...]) -> Any:
-    """The augmentation named by ``config.augment`` (default: simclr for images, random_mask for vectors)."""
+    """The augmentation named by ``config.augment``; records the resolved name and options in ``config``.
+
+    Default: ``affine`` (:class:`~contrastive.train.augment.RandomAffine`) for images under 32 px,
+    such as the digits, which are not mirror-symmetric; ``simclr`` for larger images;
+    ``random_mask`` for vectors.
+    """
     is_image = len(sample_shape) == 3
     if config.augment is None:
-        config.augment = "simclr" if is_image else "random_mask"
-    factory = get_registry().factory("augmentation", config.augment)
+        small = is_image and max(sample_shape[1:]) < SMALL_IMAGE_SIDE
+        config.augment = ("affine" if small else "simclr") if is_image else "random_mask"
     options = dict(config.augment_options)
+    if config.augment in TRAINER_AUGMENTATIONS:
+        factory = TRAINER_AUGMENTATIONS[config.augment]
+        options = {**_defaults(factory), **options}  # the whole recipe goes into config.toml and the report
+        config.augment_options = options
+        return _construct("augmentation", _trainer_augmentation, config.augment, options, factory)
+    try:
+        factory = get_registry().factory("augmentation", config.augment)
+    except UnknownPluginError as exc:
+        raise UnknownPluginError(f"{exc}; the trainer also has: {', '.join(TRAINER_AUGMENTATIONS)}") from None
     if is_image and "size" not in options and _accepts(factory, "size"):
         options["size"] = [int(sample_shape[1]), int(sample_shape[2])]
     if config.augment == "simclr" and is_image and max(sample_shape[1:]) < SMALL_IMAGE_SIDE:
         options = {**SMALL_IMAGE_SIMCLR, **options}
     config.augment_options = options
-    return _construct("augmentation", get_augmentation, config.augment, options)
+    return _construct("augmentation", get_augmentation, config.augment, options, factory)
+
+
+def _defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of ``factory`` (tuples as lists, as TOML writes them)."""
+    return {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in inspect.signature(factory).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def _trainer_augmentation(name: str, **options: Any) -> Any:
+    return TRAINER_AUGMENTATIONS[name](**options)
 
 
 def make_views(augmentation: Any, x: torch.Tensor, n: int, generator: torch.Generator) -> list[torch.Tensor]:

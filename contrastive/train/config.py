@@ -15,6 +15,11 @@ __all__ = ["TrainConfig", "TrainError", "dump_toml", "load_toml", "parse_option"
 #: options whose value is a table of keyword arguments
 OPTION_TABLES = ("loss_options", "sampler_options", "augment_options")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("fp32", "bf16")
+DATA_KINDS = ("digits", "spiked", "npz:PATH", "folder:PATH", "torchvision:NAME")
+#: seeds seed torch.Generator, which takes at most 64 bits; the trainer derives further seeds from them
+MAX_SEED = 2**63 - 1
 ENCODERS = ("auto", "cnn", "mlp", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -27,7 +32,9 @@ class TrainError(ValueError):
 class TrainConfig:
     """Everything a training run depends on; ``None``: resolved from the data (see config.toml)."""
 
-    data: str = "digits"  # digits | spiked | npz:PATH
+    data: str = "digits"  # digits | spiked | npz:PATH | folder:PATH | torchvision:NAME
+    image_size: int = 32  # side that folder: and torchvision: images are resized to
+    data_fingerprint: str | None = None  # None: computed from the data; --resume checks it
     loss: str = "nt_xent"
     loss_options: dict[str, Any] = field(default_factory=dict)
     sampler: str | None = None  # None: the loss's own default
@@ -36,16 +43,22 @@ class TrainConfig:
     augment_options: dict[str, Any] = field(default_factory=dict)
     temperature: float | None = None  # None: 0.2 for losses that take a temperature
     encoder: str = "auto"  # auto: cnn for images, mlp for vectors
-    feature_dim: int = 16  # encoder output, the representation the probes see
+    feature_dim: int = 64  # encoder output, the representation the probes see
     projection_hidden_dim: int = 64
     projection_dim: int = 32
     batch_size: int = 256
-    epochs: int = 50
+    epochs: int = 40
     lr: float = 3e-3
     weight_decay: float = 1e-6
     optimizer: str = "adam"
+    lr_schedule: str = "cosine"  # cosine (after a linear warm-up) | constant
+    warmup_epochs: float = 2.0
+    probe_every: int = 0  # epochs between linear/kNN probes; 0: about 10 probes per run, always the last
     holdout: float = 0.2  # fraction of the data held out for the probes
     device: str = "auto"
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the encoder and head)
+    threads: int = 0  # torch intra-op threads; 0: 1 on CPU, torch's default on CUDA
+    chunk_size: int = 0  # samples per encoder pass with gradient caching; 0: the whole batch at once
     seed: int = 0
     out: str | None = None  # None: runs/<data>-<time>
 
@@ -53,7 +66,14 @@ class TrainConfig:
         """Check every value; raise :class:`TrainError` naming the first bad one."""
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name)))
-        for name in ("batch_size", "epochs", "feature_dim", "projection_hidden_dim", "projection_dim"):
+        for name in (
+            "batch_size",
+            "epochs",
+            "feature_dim",
+            "projection_hidden_dim",
+            "projection_dim",
+            "image_size",
+        ):
             if getattr(self, name) <= 0:
                 raise TrainError(f"{_flag(name)} must be a positive integer, got {getattr(self, name)}")
         if not self.lr > 0 or not math.isfinite(self.lr):
@@ -63,12 +83,29 @@ class TrainConfig:
         if self.temperature is not None and not self.temperature > 0:
             raise TrainError(f"--temperature must be > 0, got {self.temperature}")
         if not 0 < self.holdout < 1:
-            raise TrainError(f"holdout must be a fraction in (0, 1), got {self.holdout}")
-        for name, choices in (("optimizer", OPTIMIZERS), ("encoder", ENCODERS), ("device", DEVICES)):
+            raise TrainError(f"--holdout must be a fraction in (0, 1), got {self.holdout}")
+        for name in ("threads", "probe_every", "chunk_size"):
+            if getattr(self, name) < 0:
+                raise TrainError(f"{_flag(name)} must be >= 0 (0: the default), got {getattr(self, name)}")
+        if not 0 <= self.warmup_epochs < math.inf:
+            raise TrainError(f"--warmup-epochs must be a number >= 0, got {self.warmup_epochs}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise TrainError(f"--seed must be an integer in [0, 2**63 - 1], got {self.seed}")
+        for name, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("encoder", ENCODERS),
+            ("device", DEVICES),
+            ("lr_schedule", LR_SCHEDULES),
+            ("precision", PRECISIONS),
+        ):
             if getattr(self, name) not in choices:
-                raise TrainError(f"--{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
-        if not (self.data in ("digits", "spiked") or self.data.startswith("npz:")):
-            raise TrainError(f"--data must be digits, spiked or npz:PATH, got {self.data!r}")
+                raise TrainError(
+                    f"{_flag(name)} must be one of {', '.join(choices)}; got {getattr(self, name)!r}"
+                )
+        if not (
+            self.data in ("digits", "spiked") or self.data.startswith(("npz:", "folder:", "torchvision:"))
+        ):
+            raise TrainError(f"--data must be one of {', '.join(DATA_KINDS)}; got {self.data!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

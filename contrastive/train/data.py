@@ -1,7 +1,8 @@
-"""Datasets for the reference trainer: scikit-learn's digits, the spiked covariance model, or an .npz file."""
+"""Datasets for the reference trainer: scikit-learn's digits, spiked covariance, an .npz file, images."""
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from contrastive.train.config import TrainError
+from contrastive.train.config import DATA_KINDS, TrainError
+from contrastive.train.image_data import load_folder, load_torchvision
 
-__all__ = ["Dataset", "load_dataset"]
+__all__ = ["Dataset", "fingerprint", "load_dataset"]
 
 #: size of the spiked covariance data set: samples, ambient dimension, signal rank
 SPIKED_N, SPIKED_D, SPIKED_R = 2000, 40, 4
@@ -43,22 +45,40 @@ class Dataset:
         return self.x[index], (None if self.y is None else self.y[index])
 
 
-def load_dataset(spec: str, seed: int, holdout: float = 0.2) -> Dataset:
-    """Load ``digits``, ``spiked`` or ``npz:PATH`` and split it by ``seed`` into train and held out."""
+def load_dataset(spec: str, seed: int, holdout: float = 0.2, image_size: int = 32) -> Dataset:
+    """Load ``spec`` (digits, spiked, npz:PATH, folder:PATH, torchvision:NAME) and split it by ``seed``.
+
+    ``image_size``: the side ``folder:`` and ``torchvision:`` images are resized to.
+    """
     if spec == "digits":
         x, y = _digits()
     elif spec == "spiked":
         x, y = _spiked(seed)
     elif spec.startswith("npz:"):
         x, y = _npz(spec[4:])
+    elif spec.startswith("folder:"):
+        x, y = load_folder(spec[len("folder:") :], image_size)
+    elif spec.startswith("torchvision:"):
+        x, y = load_torchvision(spec[len("torchvision:") :], image_size)
     else:
-        raise TrainError(f"--data must be digits, spiked or npz:PATH, got {spec!r}")
+        raise TrainError(f"--data must be one of {', '.join(DATA_KINDS)}; got {spec!r}")
     n = x.shape[0]
     n_test = int(round(n * holdout))
     if n_test < 1 or n - n_test < 2:
         raise TrainError(f"data {spec!r} has {n} samples; a {holdout:.0%} held-out split needs at least 3")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return Dataset(spec, x, y, order[n_test:].sort().values, order[:n_test].sort().values)
+
+
+def fingerprint(data: Dataset) -> str:
+    """A content fingerprint of the inputs and labels: ``sha256:`` and 16 hex digits of their SHA-256."""
+    digest = hashlib.sha256()
+    for t in (data.x, data.y):
+        if t is not None:
+            t = t.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)};".encode())
+            digest.update(t.numpy().tobytes())
+    return "sha256:" + digest.hexdigest()[:16]
 
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,15 +12,30 @@ import torch
 from contrastive.distributed import shard_bounds, world
 from contrastive.train.components import build_optimizer, make_views, resolve_device
 from contrastive.train.config import TrainConfig
+from contrastive.train.syncbn import sync_batch_norm
 
-__all__ = ["Trainer"]
+__all__ = ["DivergedError", "Trainer"]
 
 Callback = Callable[["Trainer"], None]
 EVENTS = ("on_train_start", "on_batch_end", "on_epoch_end", "on_train_end")
 
 
+class DivergedError(ArithmeticError):
+    """The loss of a batch was NaN or infinite: training stopped before the step that would spread it."""
+
+    def __init__(self, epoch: int, step: int, value: float, lr: float) -> None:
+        """Record where the loss stopped being finite."""
+        super().__init__(f"the loss became {value} at step {step + 1} (epoch {epoch + 1}) with lr {lr:.3g}")
+        self.epoch, self.step, self.value, self.lr = epoch, step, value, lr
+
+
 class Trainer:
     """Contrastive training of ``model`` on ``train_x``: two views per sample, ``loss(z1, z2)``, a step.
+
+    The learning rate follows ``config.lr_schedule`` (linear warm-up over ``warmup_epochs``,
+    then cosine decay to 0 at ``config.epochs``), set from the step counter alone, so a
+    resumed run continues the same schedule. A batch whose loss is not finite raises
+    :class:`~contrastive.train.trainer.DivergedError` before the optimizer step.
 
     Randomness (shuffling and augmentation) comes from one ``torch.Generator`` seeded
     with ``config.seed``; :meth:`state_dict` holds it with the model, the optimizer and
@@ -50,20 +65,33 @@ class Trainer:
         train_x: torch.Tensor,
         loss: torch.nn.Module,
         augmentation: Any,
+        train_y: torch.Tensor | None = None,
     ) -> None:
-        """Set up the optimizer, device and generator for training ``model`` on ``train_x``."""
+        """Set up the optimizer, device and generator for training ``model`` on ``train_x``.
+
+        ``train_y``: labels passed to the loss as ``labels=`` (supervised losses such as supcon).
+        """
         self.config = config
         self.device = resolve_device(config.device)
         self.rank, self.world_size = world()
         self.raw_model = model.to(self.device)
         self.model: torch.nn.Module = self.raw_model
         if self.world_size > 1:
+            self.raw_model = sync_batch_norm(self.raw_model, self.device)
+            self.model = self.raw_model
             ids = [torch.cuda.current_device()] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.raw_model, device_ids=ids)
         self.loss = loss.to(self.device) if isinstance(loss, torch.nn.Module) else loss
         self.augmentation = augmentation
         self.train_x = train_x
+        self.train_y = train_y
         self.optimizer = build_optimizer(config, self.raw_model.parameters())
+        self.grad_cache = None
+        if config.chunk_size:
+            from contrastive.gradcache import GradCache
+
+            # batch norm layers normalise each chunk with its own statistics
+            self.grad_cache = GradCache(self.model, self.loss, config.chunk_size, batch_norm="per_chunk")
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
@@ -106,13 +134,14 @@ class Trainer:
             for i in range(self.steps_per_epoch):
                 index = order[i * config.batch_size : (i + 1) * config.batch_size]
                 views = make_views(self.augmentation, self.train_x[index], 2, self.generator)
-                z = [self.model(v[start:stop].to(self.device)) for v in views]
-                loss = self.loss(*z)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                labels = None if self.train_y is None else self.train_y[index][start:stop].to(self.device)
+                loss = self._loss(*(v[start:stop].to(self.device) for v in views), labels=labels)
+                self.batch_loss = self._global_loss(loss)
+                if not math.isfinite(self.batch_loss):
+                    raise DivergedError(self.epoch, self.step, self.batch_loss, self.lr_at(self.step))
+                self._set_lr()
                 self.optimizer.step()
                 self.step += 1
-                self.batch_loss = self._global_loss(loss)
                 total += self.batch_loss
                 self.trigger_callbacks("on_batch_end")
             self.epoch += 1
@@ -120,6 +149,46 @@ class Trainer:
             self.trigger_callbacks("on_epoch_end")
         self.trigger_callbacks("on_train_end")
         return self.history
+
+    def _loss(self, *views: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Encode ``views`` (under bf16 autocast with ``precision="bf16"``), back-propagate the loss.
+
+        With ``config.chunk_size`` the encoder runs in chunks through
+        :class:`~contrastive.gradcache.GradCache` (same gradient, less activation memory).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        options = {} if labels is None else {"labels": labels}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+            if self.grad_cache is not None:
+                try:
+                    return self.grad_cache.backward(*views, **options)
+                except ValueError as exc:
+                    if "NaN or Inf" in str(exc):  # the loss refused non-finite embeddings
+                        raise DivergedError(self.epoch, self.step, math.nan, self.lr_at(self.step)) from None
+                    raise
+            z = [self.model(v) for v in views]
+        if not all(bool(torch.isfinite(z_).all()) for z_ in z):  # the losses would refuse them
+            raise DivergedError(self.epoch, self.step, math.nan, self.lr_at(self.step))
+        loss = self.loss(*(z_.float() for z_ in z), **options)
+        loss.backward()
+        return loss
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine decay to 0."""
+        config = self.config
+        if config.lr_schedule == "constant":
+            return config.lr
+        total = max(1, config.epochs * self.steps_per_epoch)
+        warmup = min(total - 1, round(config.warmup_epochs * self.steps_per_epoch))
+        if step < warmup:
+            return config.lr * (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    def _set_lr(self) -> None:
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def _global_loss(self, loss: torch.Tensor) -> float:
         """The loss of the global batch: the mean of the ranks' losses (the contract of the losses)."""
