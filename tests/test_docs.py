@@ -28,6 +28,7 @@ DOCS = ROOT / "docs"
 #: The public submodules; each must have a module anchor and one per name it exports.
 PUBLIC_SUBMODULES = (
     "contrastive.functional",
+    "contrastive.gradcache",
     "contrastive.metrics",
     "contrastive.linear",
     "contrastive.testing",
