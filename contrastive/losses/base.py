@@ -29,6 +29,7 @@ from contrastive._validation import check_choice, check_embeddings, check_temper
 from contrastive.distributed import BatchLayout, all_gather_rows, check_gather, count_across_ranks, world
 from contrastive.engine import BACKENDS, RowStats, resolve_backend, row_stats
 from contrastive.engine.dispatch import check_block_size
+from contrastive.engine.reference import compute_dtype
 from contrastive.samplers import MemoryQueue, resolve_sampler
 
 Tensor = torch.Tensor
@@ -138,9 +139,25 @@ def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = 
     return total / (n_valid.clamp(min=1) if isinstance(n_valid, Tensor) else max(n_valid, 1))
 
 
+def unit_rows(x: Tensor) -> Tensor:
+    """L2-normalise the rows of ``x`` for every finite input its dtype can hold; zero rows stay zero.
+
+    The rows are first divided by their largest magnitude, so the norm neither overflows (fp32
+    rows of norm above ~1.8e19, fp16 above 65,504) nor underflows, and the division runs in the
+    accumulation dtype (fp16's ``eps`` would otherwise underflow and make a zero row NaN). A
+    zero row has no direction: it stays zero and gets a zero gradient. The result has ``x``'s dtype.
+    """
+    dtype = compute_dtype(x.dtype)
+    xc = x.to(dtype)
+    peak = xc.abs().amax(dim=1, keepdim=True)
+    scaled = torch.where(peak > 0, xc / peak.clamp_min(torch.finfo(dtype).tiny), torch.zeros((), dtype=dtype,
+                                                                                              device=x.device))
+    return F.normalize(scaled, dim=1).to(x.dtype)
+
+
 def normalize_views(views: Sequence[Tensor], normalize: bool) -> list[Tensor]:
-    """L2-normalise each view's rows when ``normalize`` (zero rows stay zero, without NaN)."""
-    return [F.normalize(v, dim=1) for v in views] if normalize else list(views)
+    """L2-normalise each view's rows when ``normalize`` (see :func:`unit_rows`)."""
+    return [unit_rows(v) for v in views] if normalize else list(views)
 
 
 def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, options: EngineOptions
@@ -160,7 +177,7 @@ def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, option
     if negatives.shape[0] == 0:
         return None
     negatives = negatives.to(dtype=like.dtype, device=like.device)
-    return F.normalize(negatives, dim=1) if options.normalize else negatives
+    return unit_rows(negatives) if options.normalize else negatives
 
 
 def dense_labels(labels: Tensor) -> Tensor:

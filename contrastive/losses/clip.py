@@ -19,6 +19,7 @@ from contrastive.losses.base import (
     engine_options,
     mean_over_valid,
     sample_labels,
+    unit_rows,
     world_layout,
 )
 
@@ -87,7 +88,7 @@ def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, 
     candidate_labels = sample_labels(labels, batch, image.device, layout)
     anchor_labels = candidate_labels[layout.offset : layout.offset + batch]
     if options.normalize:
-        image, text = torch.nn.functional.normalize(image, dim=1), torch.nn.functional.normalize(text, dim=1)
+        image, text = unit_rows(image), unit_rows(text)
     sampler = options.resolved_sampler
     engine = {"temperature": temperature, **options.engine(sampler)}
     if layout.world_size == 1:  # both directions of one similarity matrix: one pass over its tiles

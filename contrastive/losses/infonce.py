@@ -19,6 +19,7 @@ from contrastive.losses.base import (
     engine_options,
     extra_negatives,
     mean_over_valid,
+    unit_rows,
     world_layout,
 )
 from contrastive.samplers import MemoryQueue
@@ -73,7 +74,7 @@ def _infonce(query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None,
                else f" over all ranks ({', '.join(map(str, layout.sizes))})")
         )
     if options.normalize:
-        query, key = torch.nn.functional.normalize(query, dim=1), torch.nn.functional.normalize(key, dim=1)
+        query, key = unit_rows(query), unit_rows(key)
     extra = extra_negatives(negatives, query, options)
     labels = torch.arange(batch, device=query.device)
     sampler = options.resolved_sampler

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from contrastive._validation import check_choice, check_finite_views, check_labels, check_temperature, check_views
 from contrastive.hookspecs import hookimpl
@@ -18,6 +17,7 @@ from contrastive.losses.base import (
     mean_over_valid,
     multiview_stats,
     sample_labels,
+    unit_rows,
     world_layout,
 )
 from contrastive.samplers import MemoryQueue
@@ -80,7 +80,7 @@ def multiview_loss(
     if validate:
         check_finite_views(z, len(views))
     if options.normalize:
-        z = F.normalize(z, dim=1)
+        z = unit_rows(z)
     extra = extra_negatives(negatives, z, options)
     anchors = None if contrast_mode == "all" else batch
     sampler = options.resolved_sampler
