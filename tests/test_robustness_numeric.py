@@ -64,3 +64,41 @@ def test_any_real_number_type_is_a_temperature(temperature: object) -> None:
     value = cl.get_loss("nt_xent", temperature=temperature)(z1, z2)
     expected = cl.get_loss("nt_xent", temperature=float(temperature))(z1, z2)
     assert torch.allclose(value, expected)
+
+
+def _no_positive_batches() -> dict[str, tuple]:
+    g = torch.Generator().manual_seed(3)
+    one = [torch.randn(1, 4, generator=g).requires_grad_() for _ in range(2)]
+    distinct = torch.randn(5, 4, generator=g).requires_grad_()
+    return {
+        "supcon, one view, distinct labels": ("supcon", (distinct,), {"labels": torch.arange(5)}),
+        "supcon, one sample, one view": ("supcon", (one[0],), {"labels": torch.tensor([7])}),
+    }
+
+
+@pytest.mark.parametrize("case", list(_no_positive_batches()))
+def test_a_batch_without_positives_is_a_zero_loss_connected_to_the_graph_and_warns_once(case: str) -> None:
+    name, views, kwargs = _no_positive_batches()[case]
+    loss = cl.get_loss(name)
+    with pytest.warns(cl.NoPositiveWarning, match="no anchor has a positive"):
+        value = loss(*views, **kwargs)
+    assert value.item() == 0.0 and value.requires_grad
+    value.backward()
+    assert all(v.grad is not None and torch.equal(v.grad, torch.zeros_like(v)) for v in views)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second batch of the same loss does not warn again
+        assert loss(*views, **kwargs).item() == 0.0
+    with pytest.raises(ValueError, match="no anchor has a positive"):
+        cl.get_loss(name, no_positive="raise")(*views, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["nt_xent", "infonce", "clip"])
+def test_a_one_sample_batch_of_paired_views_has_its_positive_and_no_negative(name: str) -> None:
+    g = torch.Generator().manual_seed(4)
+    z1, z2 = torch.randn(1, 4, generator=g).requires_grad_(), torch.randn(1, 4, generator=g).requires_grad_()
+    value = cl.get_loss(name)(z1, z2)  # the positive is the whole denominator: log 1 = 0
+    assert abs(value.item()) < 1e-6
+    value.backward()
+    assert torch.isfinite(z1.grad).all()
