@@ -20,6 +20,7 @@ from contrastive.losses.linear_spectral import LinearSpectralContrastiveLoss
 from contrastive.losses.nt_xent import NTXentLoss
 from contrastive.losses.spectral import SpectralContrastiveLoss
 from contrastive.losses.supcon import SupConLoss
+from contrastive.errors import NoPositiveWarning
 from contrastive.registry import (
     PluginCollisionError,
     PluginError,
@@ -68,6 +69,7 @@ __all__ = [
     "PluginError",
     "PluginInfo",
     "PluginLoadWarning",
+    "NoPositiveWarning",
     "plugins",
     "RandomAugmentation",
     "RandomMask",

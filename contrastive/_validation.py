@@ -52,8 +52,8 @@ def check_views(
                 f"{name} must share dtype and device, got {name}[0] ({first.dtype}, {first.device}) "
                 f"and {name}[{i}] ({v.dtype}, {v.device})"
             )
-    if first.shape[0] < 2:
-        raise ValueError(f"{name} must hold at least two samples each, got batch size {first.shape[0]}")
+    if first.shape[0] < 1:
+        raise ValueError(f"{name} must hold at least one sample each, got batch size 0")
     return checked
 
 

@@ -1,4 +1,4 @@
-"""Exceptions and warnings raised by the plugin registry."""
+"""Exceptions and warnings raised by the plugin registry and the losses."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ class PluginConfigWarning(PluginLoadWarning):
 
     ``contrastive plugins`` shows these on stderr; the failures of single plugins it shows in its table.
     """
+
+
+class NoPositiveWarning(UserWarning):
+    """Warned (once per loss) when a batch has no positive pair and the loss returns 0 (``no_positive="zero"``)."""
 
 
 class UnknownPluginError(LookupError, ValueError):

@@ -120,13 +120,26 @@ def _check_shapes(
         raise ValueError(f"exponents must be a non-empty sequence of finite floats, got {tuple(exponents)!r}")
 
 
-def _check_values(anchor_index: Tensor | None, num_candidates: int, temperature: float | Tensor) -> None:
+def _check_values(anchor_index: Tensor | None, num_candidates: int, temperature: float | Tensor,
+                  anchors_dtype: torch.dtype) -> None:
     """The checks that read from the device (``validate_args=True``): index range and temperature."""
     if anchor_index is not None and anchor_index.numel():
         low, high = torch.aminmax(anchor_index)
         if int(high) >= num_candidates or int(low) < -1:
             raise ValueError(f"anchor_index must lie in [-1, {num_candidates - 1}]")
     check_temperature(temperature)
+    if isinstance(temperature, Tensor):
+        check_inverse_temperature(float(temperature.detach()), anchors_dtype)
+
+
+def check_inverse_temperature(temperature: float, dtype: torch.dtype) -> None:
+    """Raise ValueError when 1/τ overflows the accumulation dtype of ``dtype`` inputs (a Python check)."""
+    largest = torch.finfo(compute_dtype(dtype)).max
+    if 1.0 / temperature > largest:
+        raise ValueError(
+            f"temperature={temperature!r} is too small: 1/temperature overflows {compute_dtype(dtype)} "
+            f"(the accumulation dtype of {dtype} inputs); use a temperature of at least {1.0 / largest:.3g}"
+        )
 
 
 def _inverse_temperature(temperature: float | Tensor, like: Tensor) -> Tensor:
@@ -206,9 +219,10 @@ def row_stats(
     _check_shapes(anchors, candidates, anchor_labels, candidate_labels, anchor_index, exponents)
     if not isinstance(temperature, Tensor):
         check_temperature(temperature)
+        check_inverse_temperature(float(temperature), anchors.dtype)
     other = anchors if symmetric else candidates
     if validate_args:
-        _check_values(anchor_index, other.shape[0], temperature)
+        _check_values(anchor_index, other.shape[0], temperature, anchors.dtype)
     index = anchor_index
     if symmetric:
         index = torch.arange(anchors.shape[0], device=anchors.device)
@@ -306,8 +320,9 @@ def dual_row_stats(
     _check_shapes(anchors, candidates, anchor_labels, candidate_labels, None, exponents)
     if not isinstance(temperature, Tensor):
         check_temperature(temperature)
+        check_inverse_temperature(float(temperature), anchors.dtype)
     if validate_args:
-        _check_values(None, candidates.shape[0], temperature)
+        _check_values(None, candidates.shape[0], temperature, anchors.dtype)
     structure = LabelStructure.of(anchor_labels, candidate_labels, None)
     back = LabelStructure.of(candidate_labels, anchor_labels, None)
     counts, back_counts = structure.counts(), back.counts()

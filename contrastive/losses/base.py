@@ -18,6 +18,7 @@ one-rank case of the same path.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,11 +29,14 @@ import torch.nn.functional as F
 from contrastive._validation import check_choice, check_embeddings, check_temperature
 from contrastive.distributed import BatchLayout, all_gather_rows, check_gather, count_across_ranks, world
 from contrastive.engine import BACKENDS, RowStats, resolve_backend, row_stats
+from contrastive.errors import NoPositiveWarning
 from contrastive.engine.dispatch import check_block_size
+from contrastive.engine.reference import compute_dtype
 from contrastive.samplers import MemoryQueue, resolve_sampler
 
 Tensor = torch.Tensor
 NEGATIVE_ONLY = -1  # label of extra negatives (queue); anchors' labels are mapped to >= 0
+NO_POSITIVE = ("zero", "raise")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,11 @@ class EngineOptions:
     * ``validate_args``: check inputs (finite values, label ranges); False skips every check
       that reads from the device, so the loss runs without host syncs and compiles with
       ``torch.compile(fullgraph=True)``.
+    * ``no_positive``: a batch in which no anchor has a positive (one sample, or one view of
+      distinct labels) gives ``"zero"`` (the default: a zero loss still connected to the
+      graph, so ``backward()`` works and DDP sees every parameter; with ``validate_args``
+      a :class:`~contrastive.NoPositiveWarning` once per loss) or ``"raise"`` (ValueError;
+      needs ``validate_args``). Under ``gather`` every rank takes the same decision.
     """
 
     normalize: bool = True
@@ -56,7 +65,9 @@ class EngineOptions:
     block_size: int | None = None
     gather: str | bool = "auto"
     validate_args: bool = True
+    no_positive: str = "zero"
     _resolved: Any = field(default=None, repr=False, compare=False)
+    _warned: list = field(default_factory=lambda: [False], repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Check every option and resolve the sampler."""
@@ -64,6 +75,10 @@ class EngineOptions:
         resolve_backend(self.backend, torch.device("cpu"))  # fail early: 'triton' without triton installed
         check_block_size(self.block_size)
         check_gather(self.gather)
+        check_choice(self.no_positive, "no_positive", NO_POSITIVE)
+        if self.no_positive == "raise" and not self.validate_args:
+            raise ValueError("no_positive='raise' reads the number of positives from the device; "
+                             "it needs validate_args=True")
         for name in ("normalize", "validate_args"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -89,11 +104,12 @@ class EngineOptions:
 
 def engine_options(options: dict[str, Any]) -> EngineOptions:
     """Return the :class:`EngineOptions` of a functional loss's keyword arguments (TypeError for others)."""
-    unknown = sorted(set(options) - {"normalize", "sampler", "backend", "block_size", "gather", "validate_args"})
+    names = {"normalize", "sampler", "backend", "block_size", "gather", "validate_args", "no_positive"}
+    unknown = sorted(set(options) - names)
     if unknown:
         raise TypeError(
             f"unexpected option(s) {', '.join(map(repr, unknown))}; the engine options are normalize, "
-            "sampler, backend, block_size, gather and validate_args"
+            "sampler, backend, block_size, gather, validate_args and no_positive"
         )
     return EngineOptions(**options)
 
@@ -118,29 +134,51 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor) ->
 
 
 def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = None,
-                    validate_args: bool = True) -> Tensor:
+                    options: EngineOptions | None = None) -> Tensor:
     """Return the mean of ``losses`` over ``valid`` anchors.
 
     ``layout`` (gathering): the anchors are this rank's share of the global batch; return
     ``world_size / (valid anchors on all ranks) * (sum of the local losses)``, the contract of
-    :mod:`contrastive.distributed`. ``validate_args``: a batch without any valid anchor is a
-    ValueError (read from the device); otherwise its loss is 0.
+    :mod:`contrastive.distributed`. A batch without any valid anchor follows
+    ``options.no_positive`` (the count is all-reduced first, so every rank decides alike); its
+    loss is 0, connected to the graph.
     """
+    options = EngineOptions() if options is None else options
     n_valid = valid.sum()
     if layout is not None and layout.world_size > 1:
         n_valid = count_across_ranks(n_valid, valid.device)
-    if validate_args and int(n_valid) == 0:
-        raise ValueError(
-            "no anchor has a positive (every label occurs once and there is one view); "
-            "pass at least two views or labels shared by two samples"
-        )
+    if options.validate_args and int(n_valid) == 0:
+        message = ("no anchor has a positive (every label occurs once and there is one view, or the "
+                   "batch holds one sample)")
+        if options.no_positive == "raise":
+            raise ValueError(message + "; pass at least two views or labels shared by two samples")
+        if not options._warned[0]:
+            options._warned[0] = True
+            warnings.warn(message + ": the loss is 0 for this batch (no_positive='raise' makes it an error)",
+                          NoPositiveWarning, stacklevel=4)
     total = losses.sum() if layout is None or layout.world_size == 1 else losses.sum() * layout.world_size
     return total / (n_valid.clamp(min=1) if isinstance(n_valid, Tensor) else max(n_valid, 1))
 
 
+def unit_rows(x: Tensor) -> Tensor:
+    """L2-normalise the rows of ``x`` for every finite input its dtype can hold; zero rows stay zero.
+
+    The rows are first divided by their largest magnitude, so the norm neither overflows (fp32
+    rows of norm above ~1.8e19, fp16 above 65,504) nor underflows, and the division runs in the
+    accumulation dtype (fp16's ``eps`` would otherwise underflow and make a zero row NaN). A
+    zero row has no direction: it stays zero and gets a zero gradient. The result has ``x``'s dtype.
+    """
+    dtype = compute_dtype(x.dtype)
+    xc = x.to(dtype)
+    peak = xc.abs().amax(dim=1, keepdim=True)
+    scaled = torch.where(peak > 0, xc / peak.clamp_min(torch.finfo(dtype).tiny), torch.zeros((), dtype=dtype,
+                                                                                              device=x.device))
+    return F.normalize(scaled, dim=1).to(x.dtype)
+
+
 def normalize_views(views: Sequence[Tensor], normalize: bool) -> list[Tensor]:
-    """L2-normalise each view's rows when ``normalize`` (zero rows stay zero, without NaN)."""
-    return [F.normalize(v, dim=1) for v in views] if normalize else list(views)
+    """L2-normalise each view's rows when ``normalize`` (see :func:`unit_rows`)."""
+    return [unit_rows(v) for v in views] if normalize else list(views)
 
 
 def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, options: EngineOptions
@@ -160,7 +198,7 @@ def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, option
     if negatives.shape[0] == 0:
         return None
     negatives = negatives.to(dtype=like.dtype, device=like.device)
-    return F.normalize(negatives, dim=1) if options.normalize else negatives
+    return unit_rows(negatives) if options.normalize else negatives
 
 
 def dense_labels(labels: Tensor) -> Tensor:
@@ -258,13 +296,14 @@ class EngineLoss(torch.nn.Module):
         block_size: int | None = None,
         gather: str | bool = "auto",
         validate_args: bool = True,
+        no_positive: str = "zero",
     ) -> None:
         """Check and store the options shared by all engine-based losses (see :class:`EngineOptions`).
 
         ``temperature=None``: a subclass derives it (CLIP from its logit scale).
         """
         super().__init__()
-        self.options = EngineOptions(normalize, sampler, backend, block_size, gather, validate_args)
+        self.options = EngineOptions(normalize, sampler, backend, block_size, gather, validate_args, no_positive)
         self.sampler = self.options.resolved_sampler
         if temperature is not None:
             check_temperature(temperature)

@@ -19,6 +19,7 @@ from contrastive.losses.base import (
     engine_options,
     mean_over_valid,
     sample_labels,
+    unit_rows,
     world_layout,
 )
 
@@ -82,12 +83,12 @@ def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, 
     if labels is not None:
         labels = check_labels(labels, batch).to(image.device)
     layout = world_layout(image, "image_features", options.gather)
-    if layout.total < 2:
-        raise ValueError(f"image_features must hold at least two samples, got batch size {layout.total}")
+    if layout.total < 1:
+        raise ValueError("image_features must hold at least one sample, got batch size 0")
     candidate_labels = sample_labels(labels, batch, image.device, layout)
     anchor_labels = candidate_labels[layout.offset : layout.offset + batch]
     if options.normalize:
-        image, text = torch.nn.functional.normalize(image, dim=1), torch.nn.functional.normalize(text, dim=1)
+        image, text = unit_rows(image), unit_rows(text)
     sampler = options.resolved_sampler
     engine = {"temperature": temperature, **options.engine(sampler)}
     if layout.world_size == 1:  # both directions of one similarity matrix: one pass over its tiles
@@ -96,7 +97,7 @@ def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, 
         both = [row_stats(anchors, all_gather_rows(candidates, layout), anchor_labels, candidate_labels,
                           **engine) for anchors, candidates in ((image, text), (text, image))]
     image_loss, text_loss = (
-        mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, validate) for stats in both
+        mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, options) for stats in both
     )
     return (image_loss + text_loss) / 2
 

@@ -19,6 +19,7 @@ from contrastive.losses.base import (
     engine_options,
     extra_negatives,
     mean_over_valid,
+    unit_rows,
     world_layout,
 )
 from contrastive.samplers import MemoryQueue
@@ -66,14 +67,10 @@ def _infonce(query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None,
     batch = query.shape[0]
     layout = world_layout(query, "query", options.gather)
     total = layout.total
-    if in_batch_negatives and total < 2:
-        raise ValueError(
-            f"query must hold at least two samples for in-batch negatives, got batch size {total}"
-            + ("" if layout.world_size == 1
-               else f" over all ranks ({', '.join(map(str, layout.sizes))})")
-        )
+    if total < 1:
+        raise ValueError("query must hold at least one sample, got batch size 0")
     if options.normalize:
-        query, key = torch.nn.functional.normalize(query, dim=1), torch.nn.functional.normalize(key, dim=1)
+        query, key = unit_rows(query), unit_rows(key)
     extra = extra_negatives(negatives, query, options)
     labels = torch.arange(batch, device=query.device)
     sampler = options.resolved_sampler
@@ -96,7 +93,7 @@ def _infonce(query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None,
         positive = (query * key).sum(dim=1).to(negative.neg_lse.dtype) / temperature
         ones = torch.ones(batch, dtype=torch.long, device=query.device)
         stats = RowStats(negative.neg_lse, positive, positive, ones, negative.neg_count, negative.exponents)
-    return mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, options.validate_args)
+    return mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, options)
 
 
 class InfoNCELoss(EngineLoss):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from contrastive._validation import check_choice, check_finite_views, check_labels, check_temperature, check_views
 from contrastive.hookspecs import hookimpl
@@ -18,6 +17,7 @@ from contrastive.losses.base import (
     mean_over_valid,
     multiview_stats,
     sample_labels,
+    unit_rows,
     world_layout,
 )
 from contrastive.samplers import MemoryQueue
@@ -71,21 +71,16 @@ def multiview_loss(
         labels = check_labels(labels, batch).to(device)
     layout = world_layout(views[0], "views", options.gather)
     labels = sample_labels(labels, batch, device, layout)  # global ones when gathering
-    if validate and len(views) == 1 and int(torch.bincount(labels).max()) < 2:
-        raise ValueError(
-            "no anchor has a positive: with one view every label in labels occurs once; "
-            "pass a second view or labels shared by two samples"
-        )
     z = torch.cat(views)
     if validate:
         check_finite_views(z, len(views))
     if options.normalize:
-        z = F.normalize(z, dim=1)
+        z = unit_rows(z)
     extra = extra_negatives(negatives, z, options)
     anchors = None if contrast_mode == "all" else batch
     sampler = options.resolved_sampler
     stats = multiview_stats(z, labels, layout, len(views), anchors, extra, temperature, sampler, options)
-    loss = mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, validate)
+    loss = mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, options)
     if base_temperature is not None:
         loss = loss * (temperature / base_temperature)
     return loss

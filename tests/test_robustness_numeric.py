@@ -1,0 +1,104 @@
+"""Numerical robustness (issue 15): half-precision zero rows, huge norms, temperature bounds and types."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import contrastive as cl
+
+LOSSES = ["nt_xent", "supcon", "infonce", "clip"]
+
+
+def _call(name: str, z1: torch.Tensor, z2: torch.Tensor, **options: object) -> torch.Tensor:
+    loss = cl.get_loss(name, **options)
+    if name == "supcon":
+        return loss(z1, z2, labels=torch.arange(z1.shape[0]) % 2)
+    return loss(z1, z2)
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "hard", "debiased"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", LOSSES)
+def test_a_half_precision_zero_row_gives_the_float32_value(name: str, dtype: torch.dtype, sampler: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(4, 8, generator=g).to(dtype), torch.randn(4, 8, generator=g).to(dtype)
+    z1[0] = 0
+    options = {} if name == "clip" else {"sampler": sampler}
+    half = _call(name, z1.clone().requires_grad_(), z2, **options)
+    full = _call(name, z1.float(), z2.float(), **options)
+    assert torch.isfinite(half) and torch.allclose(half.float(), full, rtol=2e-2, atol=2e-2)
+    leaf = z1.clone().requires_grad_()
+    _call(name, leaf, z2, **options).backward()
+    assert torch.isfinite(leaf.grad).all()
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e19), (torch.float32, 1e30), (torch.float16, 1e3),
+                                          (torch.bfloat16, 1e30), (torch.float32, 1e-30)])
+@pytest.mark.parametrize("name", LOSSES)
+def test_a_normalising_loss_is_scale_invariant_for_every_finite_input(
+    name: str, dtype: torch.dtype, scale: float
+) -> None:
+    g = torch.Generator().manual_seed(1)
+    z1, z2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    big1, big2 = (z1 * scale).to(dtype), (z2 * scale).to(dtype)
+    assert torch.isfinite(big1).all() and (big1 != 0).all()
+    expected = _call(name, big1.float() / scale, big2.float() / scale)
+    assert torch.allclose(_call(name, big1, big2).float(), expected, rtol=2e-2, atol=2e-2)
+
+
+def test_a_temperature_whose_inverse_overflows_is_rejected_with_the_bound() -> None:
+    z = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"1/temperature overflows torch.float32.*at least"):
+        cl.get_loss("nt_xent", temperature=1e-40)(z, z.flip(0))
+    with pytest.raises(ValueError, match="overflows"):
+        cl.row_stats(z, None, temperature=torch.tensor(1e-40))
+    # float64 inputs accumulate in float64, where 1/1e-40 fits
+    assert torch.isfinite(cl.row_stats(z.double(), None, temperature=1e-40, joint=True).all_lse).all()
+
+
+@pytest.mark.parametrize("temperature", [np.float32(0.1), np.float64(0.1), np.array(0.1), torch.tensor(0.1), 1])
+def test_any_real_number_type_is_a_temperature(temperature: object) -> None:
+    z1, z2 = torch.randn(4, 3), torch.randn(4, 3)
+    value = cl.get_loss("nt_xent", temperature=temperature)(z1, z2)
+    expected = cl.get_loss("nt_xent", temperature=float(temperature))(z1, z2)
+    assert torch.allclose(value, expected)
+
+
+def _no_positive_batches() -> dict[str, tuple]:
+    g = torch.Generator().manual_seed(3)
+    one = [torch.randn(1, 4, generator=g).requires_grad_() for _ in range(2)]
+    distinct = torch.randn(5, 4, generator=g).requires_grad_()
+    return {
+        "supcon, one view, distinct labels": ("supcon", (distinct,), {"labels": torch.arange(5)}),
+        "supcon, one sample, one view": ("supcon", (one[0],), {"labels": torch.tensor([7])}),
+    }
+
+
+@pytest.mark.parametrize("case", list(_no_positive_batches()))
+def test_a_batch_without_positives_is_a_zero_loss_connected_to_the_graph_and_warns_once(case: str) -> None:
+    name, views, kwargs = _no_positive_batches()[case]
+    loss = cl.get_loss(name)
+    with pytest.warns(cl.NoPositiveWarning, match="no anchor has a positive"):
+        value = loss(*views, **kwargs)
+    assert value.item() == 0.0 and value.requires_grad
+    value.backward()
+    assert all(v.grad is not None and torch.equal(v.grad, torch.zeros_like(v)) for v in views)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second batch of the same loss does not warn again
+        assert loss(*views, **kwargs).item() == 0.0
+    with pytest.raises(ValueError, match="no anchor has a positive"):
+        cl.get_loss(name, no_positive="raise")(*views, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["nt_xent", "infonce", "clip"])
+def test_a_one_sample_batch_of_paired_views_has_its_positive_and_no_negative(name: str) -> None:
+    g = torch.Generator().manual_seed(4)
+    z1, z2 = torch.randn(1, 4, generator=g).requires_grad_(), torch.randn(1, 4, generator=g).requires_grad_()
+    value = cl.get_loss(name)(z1, z2)  # the positive is the whole denominator: log 1 = 0
+    assert abs(value.item()) < 1e-6
+    value.backward()
+    assert torch.isfinite(z1.grad).all()
