@@ -182,3 +182,16 @@ def test_infonce_gradients_pass_gradcheck_in_float64() -> None:
     assert torch.autograd.gradcheck(
         lambda a, b, n: infonce(a, b, n, temperature=0.4, block_size=2), (q, k, negatives)
     )
+
+
+def test_infonce_with_one_tensor_as_query_and_key_equals_two_equal_tensors() -> None:
+    q = gaussian((6, 4), 8, dtype=torch.float32)
+    same = infonce(q, q, normalize=False)
+    assert torch.isfinite(same) and torch.equal(same, infonce(q, q.clone(), normalize=False))
+
+
+def test_clip_loss_checks_its_engine_options_like_every_engine_loss() -> None:
+    with pytest.raises(ValueError, match="backend"):
+        ClipLoss(backend="nonsense")
+    with pytest.raises(ValueError, match="validate_args"):
+        ClipLoss(validate_args="yes")
