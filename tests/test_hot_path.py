@@ -60,6 +60,8 @@ def _losses(validate_args: bool, block_size: int | None) -> dict[str, Callable]:
     hard = cl.get_loss("nt_xent", sampler=cl.get_sampler("hard", beta=1.0, tau_plus=0.1), **options)
     debiased = cl.get_loss("supcon", sampler=cl.get_sampler("debiased", tau_plus=0.1), **options)
     learnable = cl.get_loss("nt_xent", temperature=torch.nn.Parameter(torch.tensor(0.2)), **options)
+    spectral = cl.get_loss("spectral", validate_args=validate_args)
+    linear = cl.get_loss("linear_spectral", validate_args=validate_args)
     return {
         "nt_xent": lambda a, b, y: nt_xent(a, b),
         "supcon": lambda a, b, y: supcon(a, b, labels=y),
@@ -69,6 +71,8 @@ def _losses(validate_args: bool, block_size: int | None) -> dict[str, Callable]:
         "hard": lambda a, b, y: hard(a, b),
         "debiased": lambda a, b, y: debiased(a, b, labels=y),
         "learnable temperature": lambda a, b, y: learnable(a, b),
+        "spectral": lambda a, b, y: spectral(a, b),
+        "linear_spectral": lambda a, b, y: linear(a, b),
     }
 
 

@@ -28,10 +28,15 @@ def linear_spectral_contrastive_loss(
     weight: torch.Tensor | None = None,
     reg: float = 1.0,
     gather: str | bool = "auto",
+    *,
+    validate_args: bool = True,
 ) -> torch.Tensor:
-    """Ji et al.'s linear contrastive loss of two views; see :class:`LinearSpectralContrastiveLoss`."""
+    """Ji et al.'s linear contrastive loss of two views; see :class:`LinearSpectralContrastiveLoss`.
+
+    ``validate_args=False`` skips the checks that read from the device (finite inputs).
+    """
     distributed = should_gather(gather)
-    _check_pair(z1, z2, min_rows=1 if distributed else 2)
+    _check_pair(z1, z2, min_rows=1 if distributed else 2, finite=validate_args)
     _check_reg(reg)
     pos_sum, sum1, sum2 = (z1 * z2).sum(), z1.sum(dim=0), z2.sum(dim=0)
     n: float | torch.Tensor = z1.shape[0]
@@ -40,7 +45,7 @@ def linear_spectral_contrastive_loss(
         count = torch.full((), float(z1.shape[0]), dtype=z1.dtype, device=z1.device)
         total = all_reduce_sum(torch.cat([torch.stack([count, pos_sum]), sum1, sum2]))
         n, pos_sum, (sum1, sum2) = total[0], total[1], total[2:].view(2, -1).unbind(0)
-        if float(n) < 2:
+        if validate_args and float(n) < 2:
             raise ValueError(f"views need at least 2 rows (pairs) over all ranks, got B={int(n)}")
     # Σ_{i≠j} <z1_i, z2_j> = <Σ_i z1_i, Σ_j z2_j> - Σ_i <z1_i, z2_i>: O(B·r), no B x B matrix.
     neg_sum = sum1 @ sum2 - pos_sum
@@ -93,21 +98,25 @@ class LinearSpectralContrastiveLoss(torch.nn.Module):
     Args:
         reg: the penalty weight :math:`\lambda > 0`.
         gather: ``"auto"`` (all-reduce when more than one rank is initialised), ``True`` or ``False``.
+        validate_args: check the inputs (finite values); ``False`` reads nothing from the device.
     """
 
-    def __init__(self, reg: float = 1.0, gather: str | bool = "auto") -> None:
-        """Store the penalty weight ``reg`` and the ``gather`` option."""
+    def __init__(self, reg: float = 1.0, gather: str | bool = "auto", *, validate_args: bool = True) -> None:
+        """Store the penalty weight ``reg`` and the ``gather`` and ``validate_args`` options."""
         super().__init__()
         _check_reg(reg)
         self.reg = reg
         self.gather = check_gather(gather)
+        self.validate_args = bool(validate_args)
 
     def forward(
         self, *views: torch.Tensor, labels: torch.Tensor | None = None, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Return the loss of two views, each (B, r), plus the penalty when ``weight`` (r, d) is given."""
         z1, z2 = _two_views("linear_spectral", views, labels)
-        return linear_spectral_contrastive_loss(z1, z2, weight=weight, reg=self.reg, gather=self.gather)
+        return linear_spectral_contrastive_loss(
+            z1, z2, weight=weight, reg=self.reg, gather=self.gather, validate_args=self.validate_args
+        )
 
     def extra_repr(self) -> str:
         """Show ``reg`` in the module's repr."""

@@ -52,9 +52,11 @@ def clip_norm(z: torch.Tensor, mu: float) -> torch.Tensor:
     return z * (radius / z.norm(dim=-1, keepdim=True).clamp_min(radius))
 
 
-def spectral_statistics(z1: torch.Tensor, z2: torch.Tensor, mu: float | None = None) -> SpectralStatistics:
+def spectral_statistics(
+    z1: torch.Tensor, z2: torch.Tensor, mu: float | None = None, validate_args: bool = True
+) -> SpectralStatistics:
     """Return the additive statistics of the positive pairs ``(z1_i, z2_i)``, after the optional clip."""
-    _check_pair(z1, z2, min_rows=1)  # a shard may hold a single pair
+    _check_pair(z1, z2, min_rows=1, finite=validate_args)  # a shard may hold a single pair
     if mu is not None:
         z1, z2 = clip_norm(z1, mu), clip_norm(z2, mu)
     pos = (z1 * z2).sum(dim=1)
@@ -81,10 +83,13 @@ def sum_across_ranks(stats: SpectralStatistics) -> SpectralStatistics:
     return SpectralStatistics(total[0], total[1], total[2], *total[3:].view(2, d, d).unbind(0))
 
 
-def spectral_loss_from_statistics(stats: SpectralStatistics) -> torch.Tensor:
-    """Combine (possibly summed) :class:`SpectralStatistics` into the spectral contrastive loss."""
+def spectral_loss_from_statistics(stats: SpectralStatistics, validate_args: bool = True) -> torch.Tensor:
+    """Combine (possibly summed) :class:`SpectralStatistics` into the spectral contrastive loss.
+
+    ``validate_args`` checks (reading the count from the device) that there are 2 pairs or more.
+    """
     n = stats.count
-    if float(n) < 2:
+    if validate_args and float(n) < 2:
         raise ValueError(
             "the spectral contrastive loss needs at least 2 pairs for its negative term, "
             f"got count={float(n)}"
@@ -96,15 +101,25 @@ def spectral_loss_from_statistics(stats: SpectralStatistics) -> torch.Tensor:
 
 
 def spectral_contrastive_loss(
-    z1: torch.Tensor, z2: torch.Tensor, mu: float | None = None, gather: str | bool = "auto"
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    mu: float | None = None,
+    gather: str | bool = "auto",
+    *,
+    validate_args: bool = True,
 ) -> torch.Tensor:
-    r"""Spectral contrastive loss of two views; see :class:`SpectralContrastiveLoss` for the formula."""
+    r"""Spectral contrastive loss of two views; see :class:`SpectralContrastiveLoss` for the formula.
+
+    ``validate_args=False`` skips the checks that read from the device (finite inputs).
+    """
     if not should_gather(gather):
-        _check_pair(z1, z2)
-        return spectral_loss_from_statistics(spectral_statistics(z1, z2, mu=mu))
-    _check_pair(z1, z2, min_rows=1)  # the global batch needs two pairs, checked on the sums
+        _check_pair(z1, z2, finite=validate_args)  # two pairs: a shape, known in Python
+        stats = spectral_statistics(z1, z2, mu=mu, validate_args=validate_args)
+        return spectral_loss_from_statistics(stats, validate_args=False)
+    _check_pair(z1, z2, min_rows=1, finite=validate_args)  # the global batch needs two pairs: on the sums
     batch_layout(z1, "z1")  # every rank's width must agree before the sums are all-reduced
-    return spectral_loss_from_statistics(sum_across_ranks(spectral_statistics(z1, z2, mu=mu)))
+    stats = sum_across_ranks(spectral_statistics(z1, z2, mu=mu, validate_args=validate_args))
+    return spectral_loss_from_statistics(stats, validate_args=validate_args)
 
 
 class SpectralContrastiveLoss(torch.nn.Module):
@@ -137,20 +152,22 @@ class SpectralContrastiveLoss(torch.nn.Module):
             :math:`\|z\| > \sqrt{\mu}` are rescaled to norm :math:`\sqrt{\mu}`
             before the loss. ``None`` (default) disables it.
         gather: ``"auto"`` (all-reduce when more than one rank is initialised), ``True`` or ``False``.
+        validate_args: check the inputs (finite values); ``False`` reads nothing from the device.
     """
 
-    def __init__(self, mu: float | None = None, gather: str | bool = "auto") -> None:
-        """Store the optional norm clip ``mu`` and the ``gather`` option."""
+    def __init__(self, mu: float | None = None, gather: str | bool = "auto", *, validate_args: bool = True) -> None:
+        """Store the optional norm clip ``mu`` and the ``gather`` and ``validate_args`` options."""
         super().__init__()
         if mu is not None:
             _check_mu(mu)
         self.mu = mu
         self.gather = check_gather(gather)
+        self.validate_args = bool(validate_args)
 
     def forward(self, *views: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Return the spectral contrastive loss of exactly two views, each (B, D)."""
         z1, z2 = _two_views("spectral", views, labels)
-        return spectral_contrastive_loss(z1, z2, mu=self.mu, gather=self.gather)
+        return spectral_contrastive_loss(z1, z2, mu=self.mu, gather=self.gather, validate_args=self.validate_args)
 
     def extra_repr(self) -> str:
         """Show ``mu`` in the module's repr."""
@@ -170,9 +187,9 @@ def _two_views(
     return views[0], views[1]
 
 
-def _check_pair(z1: torch.Tensor, z2: torch.Tensor, min_rows: int = 2) -> None:
-    check_embeddings(z1, "z1")  # 2-D, floating, finite
-    check_embeddings(z2, "z2")
+def _check_pair(z1: torch.Tensor, z2: torch.Tensor, min_rows: int = 2, finite: bool = True) -> None:
+    check_embeddings(z1, "z1", finite)  # 2-D, floating, (finite: read from the device) finite
+    check_embeddings(z2, "z2", finite)
     if z1.shape != z2.shape:
         raise ValueError(
             f"the two views must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
