@@ -33,7 +33,6 @@ from contrastive.engine.reference import compute_dtype
 from contrastive.engine.tiles import Accumulator, TermSpec, TileGradient, TileMasks, tile_gradient, tile_terms, walk
 
 Tensor = torch.Tensor
-MODES = ("rows", "symmetric", "dual")
 
 
 class ChunkedStats(torch.autograd.Function):

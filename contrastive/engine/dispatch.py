@@ -175,6 +175,35 @@ def _similarity_bound(
     return float(norms.prod()) / temperature
 
 
+def _prepare(
+    anchors: Tensor, candidates: Tensor | None, anchor_labels: Tensor | None, candidate_labels: Tensor | None,
+    anchor_index: Tensor | None, temperature: float | Tensor, exponents: Sequence[float], validate_args: bool,
+) -> tuple[Tensor, Tensor, tuple[float, ...]]:
+    """Defaults and checks shared by both entry points; return the labels and the exponents as floats."""
+    if anchor_labels is None:
+        anchor_labels = torch.arange(anchors.shape[0], device=anchors.device)
+    if candidate_labels is None:
+        candidate_labels = anchor_labels
+    exponents = tuple(float(g) for g in exponents)
+    _check_shapes(anchors, candidates, anchor_labels, candidate_labels, anchor_index, exponents)
+    if not isinstance(temperature, Tensor):
+        check_temperature(temperature)
+        check_inverse_temperature(float(temperature), anchors.dtype)
+    if validate_args:
+        _check_values(anchor_index, (anchors if candidates is None else candidates).shape[0], temperature,
+                      anchors.dtype)
+    return anchor_labels, candidate_labels, exponents
+
+
+def _term_spec(
+    anchors: Tensor, candidates: Tensor | None, temperature: float | Tensor, exponents: tuple[float, ...],
+    joint: bool, norm_bound: float | None, validate_args: bool,
+) -> TermSpec:
+    """What the tiles compute, with direct exponentials where a Python-known bound allows them."""
+    bound = _similarity_bound(anchors, candidates, temperature, norm_bound, validate_args)
+    return TermSpec(exponents, joint, direct_is_safe(bound, exponents, compute_dtype(anchors.dtype)))
+
+
 def row_stats(
     anchors: Tensor,
     candidates: Tensor | None = None,
@@ -211,18 +240,10 @@ def row_stats(
             "candidates=None means the anchors against themselves (own column excluded): "
             "candidate_labels and anchor_index must then be None"
         )
-    if anchor_labels is None:
-        anchor_labels = torch.arange(anchors.shape[0], device=anchors.device)
-    if candidate_labels is None:
-        candidate_labels = anchor_labels
-    exponents = tuple(float(g) for g in exponents)
-    _check_shapes(anchors, candidates, anchor_labels, candidate_labels, anchor_index, exponents)
-    if not isinstance(temperature, Tensor):
-        check_temperature(temperature)
-        check_inverse_temperature(float(temperature), anchors.dtype)
+    anchor_labels, candidate_labels, exponents = _prepare(
+        anchors, candidates, anchor_labels, candidate_labels, anchor_index, temperature, exponents, validate_args
+    )
     other = anchors if symmetric else candidates
-    if validate_args:
-        _check_values(anchor_index, other.shape[0], temperature, anchors.dtype)
     index = anchor_index
     if symmetric:
         index = torch.arange(anchors.shape[0], device=anchors.device)
@@ -246,9 +267,7 @@ def row_stats(
         spec = TermSpec(exponents, joint, False)
         lse, _ = dense_all_lse(anchors, candidates, inv_tau, self_col)
         return _stats(lse[:, None], anchors, candidates, anchor_index, inv_tau, spec, structure, counts)
-    spec = TermSpec(exponents, joint, direct_is_safe(
-        _similarity_bound(anchors, candidates, temperature, norm_bound, validate_args), exponents,
-        compute_dtype(anchors.dtype)))
+    spec = _term_spec(anchors, candidates, temperature, exponents, joint, norm_bound, validate_args)
     block, keep = plan_tiles(check_block_size(block_size), anchors.shape[0], other.shape[0], len(spec.gammas))
     # a symmetric problem's columns carry the rows' labels (one tensor, passed once)
     labels = (None, None) if joint else (anchor_labels, None if symmetric else candidate_labels)
@@ -312,19 +331,11 @@ def dual_row_stats(
     with the roles swapped), but each tile is formed once for both directions and one
     backward serves both. Options as in :func:`row_stats`.
     """
-    if anchor_labels is None:
-        anchor_labels = torch.arange(anchors.shape[0], device=anchors.device)
-    if candidate_labels is None:
-        candidate_labels = anchor_labels
-    exponents = tuple(float(g) for g in exponents)
-    _check_shapes(anchors, candidates, anchor_labels, candidate_labels, None, exponents)
-    if not isinstance(temperature, Tensor):
-        check_temperature(temperature)
-        check_inverse_temperature(float(temperature), anchors.dtype)
-    if validate_args:
-        _check_values(None, candidates.shape[0], temperature, anchors.dtype)
+    anchor_labels, candidate_labels, exponents = _prepare(
+        anchors, candidates, anchor_labels, candidate_labels, None, temperature, exponents, validate_args
+    )
     structure = LabelStructure.of(anchor_labels, candidate_labels, None)
-    back = LabelStructure.of(candidate_labels, anchor_labels, None)
+    back = structure.swapped()
     counts, back_counts = structure.counts(), back.counts()
     name = resolve_backend(backend, anchors.device, anchors.dtype)
     options = {"temperature": temperature, "exponents": exponents, "joint": joint, "norm_bound": norm_bound,
@@ -339,15 +350,14 @@ def dual_row_stats(
                                        block_size)
         return (_joined(RowStats(*out[:3], *counts, split), joint),
                 _joined(RowStats(*out[3:], *back_counts, split), joint))
-    spec = TermSpec(exponents, joint, direct_is_safe(
-        _similarity_bound(anchors, candidates, temperature, norm_bound, validate_args), exponents,
-        compute_dtype(anchors.dtype)))
-    block, keep = plan_tiles(check_block_size(block_size), anchors.shape[0], candidates.shape[0],
-                             2 * len(spec.gammas))
     if joint and dense_fits(block_size, anchors.shape[0], candidates.shape[0]) and anchors.shape[0] >= 2:
+        spec = TermSpec(exponents, joint, False)  # no tile, so no bound to read
         lse, col_lse = dense_all_lse(anchors, candidates, inv_tau, None, columns_too=True)
         lse, col_lse = lse[:, None], col_lse[:, None]
     else:
+        spec = _term_spec(anchors, candidates, temperature, exponents, joint, norm_bound, validate_args)
+        block, keep = plan_tiles(check_block_size(block_size), anchors.shape[0], candidates.shape[0],
+                                 2 * len(spec.gammas))
         labels = (None, None) if joint else (anchor_labels, candidate_labels)
         lse, col_lse = ChunkedStats.apply(anchors, candidates, inv_tau, *labels, None, spec, "dual", block,
                                           keep)

@@ -91,6 +91,12 @@ class LabelStructure:
         own = None if anchor_index is None else self_is_positive(anchor_labels, candidate_labels, anchor_index)
         return cls(a_ids, c_ids, own, False)
 
+    def swapped(self) -> LabelStructure:
+        """The structure of the candidates against the anchors (the ids come from the same sorted labels)."""
+        if self.symmetric or self.self_positive is not None:
+            raise ValueError("only a problem without own columns can be swapped")
+        return LabelStructure(self.c_ids, self.a_ids, None, False)
+
     def _per_label(self, values: Tensor) -> Tensor:
         """Sum ``values`` (one row per candidate) per label id."""
         size = self.a_ids.numel() + (0 if self.symmetric else self.c_ids.numel())

@@ -19,8 +19,7 @@ one-rank case of the same path.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -104,12 +103,11 @@ class EngineOptions:
 
 def engine_options(options: dict[str, Any]) -> EngineOptions:
     """Return the :class:`EngineOptions` of a functional loss's keyword arguments (TypeError for others)."""
-    names = {"normalize", "sampler", "backend", "block_size", "gather", "validate_args", "no_positive"}
-    unknown = sorted(set(options) - names)
+    names = [f.name for f in fields(EngineOptions) if not f.name.startswith("_")]
+    unknown = sorted(set(options) - set(names))
     if unknown:
         raise TypeError(
-            f"unexpected option(s) {', '.join(map(repr, unknown))}; the engine options are normalize, "
-            "sampler, backend, block_size, gather, validate_args and no_positive"
+            f"unexpected option(s) {', '.join(map(repr, unknown))}; the engine options are {', '.join(names)}"
         )
     return EngineOptions(**options)
 
@@ -174,11 +172,6 @@ def unit_rows(x: Tensor) -> Tensor:
     scaled = torch.where(peak > 0, xc / peak.clamp_min(torch.finfo(dtype).tiny), torch.zeros((), dtype=dtype,
                                                                                               device=x.device))
     return F.normalize(scaled, dim=1).to(x.dtype)
-
-
-def normalize_views(views: Sequence[Tensor], normalize: bool) -> list[Tensor]:
-    """L2-normalise each view's rows when ``normalize`` (see :func:`unit_rows`)."""
-    return [unit_rows(v) for v in views] if normalize else list(views)
 
 
 def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, options: EngineOptions
