@@ -18,6 +18,7 @@ one-rank case of the same path.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -158,6 +159,15 @@ def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = 
     return total / (n_valid.clamp(min=1) if isinstance(n_valid, Tensor) else max(n_valid, 1))
 
 
+def _peak_scaled(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Return each row's largest magnitude and the row divided by it, in the accumulation dtype (zero rows: 0)."""
+    dtype = compute_dtype(x.dtype)
+    xc = x.to(dtype)
+    peak = xc.abs().amax(dim=1, keepdim=True)
+    zero = torch.zeros((), dtype=dtype, device=x.device)
+    return peak, torch.where(peak > 0, xc / peak.clamp_min(torch.finfo(dtype).tiny), zero)
+
+
 def unit_rows(x: Tensor) -> Tensor:
     """L2-normalise the rows of ``x`` for every finite input its dtype can hold; zero rows stay zero.
 
@@ -166,12 +176,81 @@ def unit_rows(x: Tensor) -> Tensor:
     accumulation dtype (fp16's ``eps`` would otherwise underflow and make a zero row NaN). A
     zero row has no direction: it stays zero and gets a zero gradient. The result has ``x``'s dtype.
     """
-    dtype = compute_dtype(x.dtype)
-    xc = x.to(dtype)
-    peak = xc.abs().amax(dim=1, keepdim=True)
-    scaled = torch.where(peak > 0, xc / peak.clamp_min(torch.finfo(dtype).tiny), torch.zeros((), dtype=dtype,
-                                                                                              device=x.device))
-    return F.normalize(scaled, dim=1).to(x.dtype)
+    return F.normalize(_peak_scaled(x)[1], dim=1).to(x.dtype)
+
+
+def row_norms(x: Tensor) -> Tensor:
+    """Return the ``(B, 1)`` Euclidean norms of the rows of ``x`` in the accumulation dtype, without overflow.
+
+    Computed as ``peak * ||x / peak||`` (``peak`` the row's largest magnitude), so a norm is
+    infinite only when it exceeds the accumulation dtype itself.
+    """
+    peak, scaled = _peak_scaled(x)
+    return peak * scaled.norm(dim=1, keepdim=True)
+
+
+def common_scale(*tensors: Tensor) -> Tensor:
+    """A power of two near the largest magnitude in ``tensors`` (1 when all are zero), detached.
+
+    In the accumulation dtype. Dividing by it brings every value into [-2, 2] exactly (a
+    power of two only moves the exponent), so sums of products of the scaled values do not
+    overflow; the scale itself is finite.
+    """
+    dtype = compute_dtype(tensors[0].dtype)
+    peak = torch.stack([t.detach().abs().amax().to(dtype) for t in tensors]).amax()
+    exponent = torch.ceil(torch.log2(torch.where(peak > 0, peak, torch.ones_like(peak))))
+    return torch.exp2(exponent.clamp(max=math.floor(math.log2(torch.finfo(dtype).max))))
+
+
+class _Rescaled(torch.autograd.Function):
+    """``x / scale``; backward multiplies by ``scale ** (power - 1)`` (the factor :class:`_Restored` omits)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, power):  # type: ignore[override]  # noqa: ANN001, ANN205, D102
+        ctx.save_for_backward(scale)
+        ctx.power = power
+        return x / scale
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]  # noqa: ANN001, ANN205, D102
+        (scale,) = ctx.saved_tensors
+        return grad * scale ** (ctx.power - 1), None, None
+
+
+class _Restored(torch.autograd.Function):
+    """``x * scale ** power``; backward passes the gradient on unscaled (:class:`_Rescaled` applies it)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, power):  # type: ignore[override]  # noqa: ANN001, ANN205, D102
+        return _times_power(x, scale, power)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]  # noqa: ANN001, ANN205, D102
+        return grad, None, None
+
+
+def _times_power(x: Tensor, scale: Tensor, power: int) -> Tensor:
+    """``x * scale ** power`` one factor at a time, so it overflows only if the result does."""
+    for _ in range(power):
+        x = x * scale
+    return x
+
+
+def rescaled(x: Tensor, scale: Tensor, power: int) -> Tensor:
+    """``x / scale`` for a term homogeneous of degree ``power`` in ``x`` that :func:`restored` scales back.
+
+    A term ``f(x) = scale**power * f(x / scale)`` is computed as
+    ``restored(f(rescaled(x, scale, power)), scale, power)``: the value overflows only if
+    ``f(x)`` does, and the gradient ``scale**(power-1) * f'(x / scale)`` is formed at the
+    input, so it overflows only if it does itself (a plain product would carry
+    ``scale**power`` through the whole backward pass). ``scale`` is a constant (detached).
+    """
+    return _Rescaled.apply(x, scale.detach(), power)
+
+
+def restored(value: Tensor, scale: Tensor, power: int) -> Tensor:
+    """``value * scale**power`` for a term computed from :func:`rescaled` inputs of the same ``power``."""
+    return _Restored.apply(value, scale.detach(), power)
 
 
 def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, options: EngineOptions
@@ -224,11 +303,6 @@ def append_negatives(candidates: Tensor, labels: Tensor, negatives: Tensor | Non
         return candidates, labels
     fill = torch.full((negatives.shape[0],), NEGATIVE_ONLY, dtype=labels.dtype, device=labels.device)
     return torch.cat([candidates, negatives]), torch.cat([labels, fill])
-
-
-def local_layout(batch: int) -> BatchLayout:
-    """The layout of a single process: one rank holding the whole batch."""
-    return BatchLayout(0, (batch,))
 
 
 def multiview_stats(
@@ -324,15 +398,6 @@ class EngineLoss(torch.nn.Module):
         o = self.options
         return (f"temperature={t}, normalize={o.normalize}, backend={o.backend!r}, gather={o.gather!r}, "
                 f"validate_args={o.validate_args}")
-
-
-def world_layout(local: Tensor, name: str, gather: str | bool) -> BatchLayout:
-    """The batch layout: all ranks' sizes when gathering, else one rank holding ``local``."""
-    from contrastive.distributed import batch_layout, should_gather
-
-    if should_gather(gather):
-        return batch_layout(local, name)
-    return local_layout(local.shape[0])
 
 
 __all__ = ["EngineLoss", "EngineOptions", "anchor_losses", "engine_options", "mean_over_valid", "world"]

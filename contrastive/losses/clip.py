@@ -9,7 +9,7 @@ import torch
 
 from contrastive._call_styles import logit_scale_as_labels
 from contrastive._validation import check_embeddings, check_labels, check_temperature
-from contrastive.distributed import all_gather_rows
+from contrastive.distributed import agreed_layout, all_gather_rows
 from contrastive.engine import dual_row_stats, row_stats
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
@@ -20,7 +20,6 @@ from contrastive.losses.base import (
     mean_over_valid,
     sample_labels,
     unit_rows,
-    world_layout,
 )
 
 Tensor = torch.Tensor
@@ -70,22 +69,25 @@ def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, 
           options: EngineOptions) -> Tensor:
     """CLIP with checked options."""
     validate = options.validate_args
-    image = check_embeddings(image_features, "image_features", validate)
-    text = check_embeddings(text_features, "text_features", validate)
-    if image.shape != text.shape or image.dtype != text.dtype:
-        raise ValueError(
-            f"image_features and text_features must have one shape and dtype, got "
-            f"{tuple(image.shape)}/{image.dtype} and {tuple(text.shape)}/{text.dtype}"
-        )
-    _check_logit_scale(logit_scale, validate)
+
+    def check() -> tuple[Tensor, Tensor, Tensor | None]:
+        image = check_embeddings(image_features, "image_features", validate)
+        text = check_embeddings(text_features, "text_features", validate)
+        if image.shape != text.shape or image.dtype != text.dtype:
+            raise ValueError(
+                f"image_features and text_features must have one shape and dtype, got "
+                f"{tuple(image.shape)}/{image.dtype} and {tuple(text.shape)}/{text.dtype}"
+            )
+        _check_logit_scale(logit_scale, validate)
+        given = None if labels is None else check_labels(labels, image.shape[0]).to(image.device)
+        return image, text, given
+
+    (image, text, given), layout = agreed_layout(check, lambda c: c[0], "image_features", options.gather)
     temperature = torch.exp(-logit_scale) if isinstance(logit_scale, Tensor) else math.exp(-logit_scale)
     batch = image.shape[0]
-    if labels is not None:
-        labels = check_labels(labels, batch).to(image.device)
-    layout = world_layout(image, "image_features", options.gather)
     if layout.total < 1:
         raise ValueError("image_features must hold at least one sample, got batch size 0")
-    candidate_labels = sample_labels(labels, batch, image.device, layout)
+    candidate_labels = sample_labels(given, batch, image.device, layout)
     anchor_labels = candidate_labels[layout.offset : layout.offset + batch]
     if options.normalize:
         image, text = unit_rows(image), unit_rows(text)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from contrastive._validation import check_embeddings, check_temperature
-from contrastive.distributed import all_gather_rows
+from contrastive.distributed import agreed_layout, all_gather_rows
 from contrastive.engine import RowStats, row_stats
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
@@ -20,7 +20,6 @@ from contrastive.losses.base import (
     extra_negatives,
     mean_over_valid,
     unit_rows,
-    world_layout,
 )
 from contrastive.samplers import MemoryQueue
 
@@ -61,17 +60,23 @@ def infonce_loss(
 def _infonce(query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None, temperature: float | Tensor,
              in_batch_negatives: bool, options: EngineOptions) -> Tensor:
     """InfoNCE with checked options."""
-    query, key = _check_pair(query, key, options.validate_args)
-    if options.validate_args:
-        check_temperature(temperature)
-    batch = query.shape[0]
-    layout = world_layout(query, "query", options.gather)
-    total = layout.total
-    if total < 1:
+    def check() -> tuple[Tensor, Tensor, Tensor | None]:
+        q, k = _check_pair(query, key, options.validate_args)
+        if options.validate_args:
+            check_temperature(temperature)
+        extra = extra_negatives(negatives, q, options)
+        if not in_batch_negatives and extra is None:
+            raise ValueError(
+                "in_batch_negatives=False needs negatives= (a tensor or a non-empty MemoryQueue), got none"
+            )
+        return q, k, extra
+
+    (query, key, extra), layout = agreed_layout(check, lambda c: c[0], "query", options.gather)
+    if layout.total < 1:
         raise ValueError("query must hold at least one sample, got batch size 0")
+    batch = query.shape[0]
     if options.normalize:
         query, key = unit_rows(query), unit_rows(key)
-    extra = extra_negatives(negatives, query, options)
     labels = torch.arange(batch, device=query.device)
     sampler = options.resolved_sampler
     engine = {"temperature": temperature, **options.engine(sampler)}
@@ -84,10 +89,7 @@ def _infonce(query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None,
         candidates, candidate_labels = append_negatives(candidates, candidate_labels, extra)
         stats = row_stats(query, candidates, labels, candidate_labels, **engine)
     else:
-        if extra is None:
-            raise ValueError(
-                "in_batch_negatives=False needs negatives= (a tensor or a non-empty MemoryQueue), got none"
-            )
+        assert extra is not None  # checked above
         fill = torch.full((extra.shape[0],), NEGATIVE_ONLY, dtype=torch.long, device=query.device)
         negative = row_stats(query, extra, labels, fill, **{**engine, "joint": False})
         positive = (query * key).sum(dim=1).to(negative.neg_lse.dtype) / temperature

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from contrastive._validation import check_choice, check_finite_views, check_labels, check_temperature, check_views
+from contrastive.distributed import agreed_layout
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
     EngineLoss,
@@ -18,7 +19,6 @@ from contrastive.losses.base import (
     multiview_stats,
     sample_labels,
     unit_rows,
-    world_layout,
 )
 from contrastive.samplers import MemoryQueue
 
@@ -58,25 +58,27 @@ def multiview_loss(
 ) -> Tensor:
     """SupCon over stacked views with checked ``options``: the body shared by supcon and nt_xent."""
     validate = options.validate_args
-    views = check_views(views, finite=False)
-    if validate:
-        check_temperature(temperature)
-    batch, device = views[0].shape[0], views[0].device
-    if labels is None and len(views) < 2:
-        raise ValueError(
-            "a single view needs labels=: without labels the positives are the other views "
-            f"of the same sample, and got {len(views)} view"
-        )
-    if labels is not None:
-        labels = check_labels(labels, batch).to(device)
-    layout = world_layout(views[0], "views", options.gather)
-    labels = sample_labels(labels, batch, device, layout)  # global ones when gathering
-    z = torch.cat(views)
-    if validate:
-        check_finite_views(z, len(views))
+
+    def check() -> tuple[list[Tensor], Tensor, Tensor | None, Tensor | None]:
+        checked = check_views(views, finite=False)
+        if validate:
+            check_temperature(temperature)
+        if labels is None and len(checked) < 2:
+            raise ValueError(
+                "a single view needs labels=: without labels the positives are the other views "
+                f"of the same sample, and got {len(checked)} view"
+            )
+        given = None if labels is None else check_labels(labels, checked[0].shape[0]).to(checked[0].device)
+        z = torch.cat(checked)
+        if validate:
+            check_finite_views(z, len(checked))
+        return checked, z, given, extra_negatives(negatives, z, options)
+
+    (views, z, labels, extra), layout = agreed_layout(check, lambda c: c[0][0], "views", options.gather)
+    batch = views[0].shape[0]
+    labels = sample_labels(labels, batch, z.device, layout)  # global ones when gathering
     if options.normalize:
         z = unit_rows(z)
-    extra = extra_negatives(negatives, z, options)
     anchors = None if contrast_mode == "all" else batch
     sampler = options.resolved_sampler
     stats = multiview_stats(z, labels, layout, len(views), anchors, extra, temperature, sampler, options)
