@@ -137,6 +137,11 @@ class Case(NamedTuple):
     params: tuple[Tensor, ...] = ()
 
 
+def _weights(labels: Tensor) -> Tensor:
+    """Per-sample weights that follow the samples (a function of their labels), some of them zero."""
+    return (labels.abs() % 3).to(torch.float64) / 2  # labels -7, 3, 13, 99: weights 0.5, 0, 0.5, 0
+
+
 def _cases(encoder: torch.nn.Linear, queue: MemoryQueue, negatives: Tensor) -> list[Case]:
     """Every engine-based loss with each sampler, their variants, and the additive losses."""
     cases = []
@@ -181,6 +186,21 @@ def _cases(encoder: torch.nn.Linear, queue: MemoryQueue, negatives: Tensor) -> l
         ),
         Case("infonce/queue and batch", 2, lambda z, y, g: F.infonce(*z, queue, gather=g)),
         Case("clip/labels", 2, lambda z, y, g: F.clip(*z, y, logit_scale=clip.logit_scale, gather=g), (clip.logit_scale,)),
+        Case("dcl", 2, lambda z, y, g: F.dcl(*z, temperature=0.3, block_size=3, gather=g)),
+        Case("dclw/labels", 2, lambda z, y, g: F.dcl(*z, labels=y, weight_sigma=0.5, weights=_weights(y), gather=g)),
+        Case("supcon/weights", 2, lambda z, y, g: F.supcon(*z, labels=y, weights=_weights(y), gather=g)),
+        Case(
+            "infonce/smoothing, weights",
+            2,
+            lambda z, y, g: F.infonce(*z, queue, label_smoothing=0.2, weights=_weights(y), gather=g),
+        ),
+        Case(
+            "clip/smoothing, weights",
+            2,
+            lambda z, y, g: F.clip(*z, logit_scale=clip.logit_scale, label_smoothing=0.1, weights=_weights(y),
+                                   gather=g),
+            (clip.logit_scale,),
+        ),
         Case("spectral", 2, lambda z, y, g: SpectralContrastiveLoss(gather=g)(*z)),
         Case("spectral/mu", 2, lambda z, y, g: F.spectral(*z, mu=0.5, gather=g)),
         Case(
