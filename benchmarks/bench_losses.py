@@ -47,7 +47,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 SIZES = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 MEMORY_SIZES = [1024, 4096, 16384]
 LARGE_SIZES = [65536, 262144]
-FAMILIES = ["nt_xent", "supcon", "hard", "clip"]
+FAMILIES = ["nt_xent", "supcon", "hard", "clip", "dcl"]
 TEMPERATURE = 0.1
 DIM = 128
 CLASSES = 10
@@ -63,7 +63,7 @@ def implementations(family: str) -> dict:
     import contrastive as cl
 
     def ours(**options):
-        name = "supcon" if family == "supcon" else "nt_xent"
+        name = {"supcon": "supcon", "dcl": "dcl"}.get(family, "nt_xent")
         if family == "clip":
             return lambda: cl.get_loss("clip", **options)
         if family == "hard":
@@ -86,6 +86,11 @@ def implementations(family: str) -> dict:
                                lambda loss, z1, z2, y: loss(torch.cat([z1, z2]), y.repeat(2)))
     elif family == "hard":
         impls["torch"] = (lambda: None, lambda _, z1, z2, y: materialised_hard(z1, z2))
+    elif family == "dcl":
+        impls["torch"] = (lambda: None, lambda _, z1, z2, y: materialised_dcl(z1, z2))
+        # lightly's DCLLoss adds two log-sum-exps where the paper takes one (its PR #1826): same cost
+        impls["lightly"] = (_peer("lightly.loss", "DCLLoss", temperature=TEMPERATURE),
+                            lambda loss, z1, z2, y: loss(z1, z2))
     else:
         scale = torch.tensor(math.log(1 / 0.07))
 
@@ -130,6 +135,23 @@ def materialised_supcon(z1, z2, y):
     count = positive.sum(1)
     per_anchor = -log_prob.masked_fill(~positive, 0.0).sum(1) / count.clamp(min=1)
     return per_anchor[count > 0].mean()
+
+
+def materialised_dcl(z1, z2):
+    """Decoupled contrastive loss (Yeh et al., Eq. 6) from the full matrix: positives out of the denominator."""
+    import torch
+    import torch.nn.functional as F
+
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    b = z1.shape[0]
+    logits = z @ z.T / TEMPERATURE
+    partner = torch.cat([torch.arange(b, 2 * b), torch.arange(b)])
+    rows = torch.arange(2 * b)
+    positive = logits[rows, partner]
+    masked = logits.clone()
+    masked[rows, rows] = float("-inf")
+    masked[rows, partner] = float("-inf")
+    return (torch.logsumexp(masked, dim=1) - positive).mean()
 
 
 def materialised_hard(z1, z2, beta=1.0, tau_plus=0.1):

@@ -82,6 +82,8 @@ nitpick_ignore = [
     ("py:class", "P"),
     ("py:class", "contrastive.augment.base.P"),
     ("py:obj", "contrastive.augment.base.P"),
+    ("py:class", "contrastive.distributed.T"),
+    ("py:class", "T"),
 ]
 
 # -- doctest -------------------------------------------------------------------------------

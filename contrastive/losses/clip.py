@@ -137,7 +137,7 @@ class ClipLoss(EngineLoss):
     Optional ``labels`` make every pair with a shared label a positive (SupCon form per
     direction).
 
-    ``label_smoothing=ε`` smooths the targets as :func:`torch.nn.functional.cross_entropy`
+    ``label_smoothing=ε`` smooths the targets as ``torch.nn.functional.cross_entropy``
     does: each direction's target puts :math:`1-\epsilon` on the positive(s) and spreads
     :math:`\epsilon` uniformly over the :math:`C` candidates, so the per-anchor loss is
     :math:`\log\sum_j e^{s_{ij}} - (1-\epsilon)\,\bar s_{iP} - \frac{\epsilon}{C}\sum_j s_{ij}`.

@@ -126,7 +126,7 @@ class InfoNCELoss(EngineLoss):
 
     With ``in_batch_negatives=False`` (MoCo) only the extra negatives are in the denominator.
     ``label_smoothing=ε`` smooths the one-hot target over the :math:`C` candidates (the key,
-    the in-batch keys and the extra negatives) as :func:`torch.nn.functional.cross_entropy`
+    the in-batch keys and the extra negatives) as ``torch.nn.functional.cross_entropy``
     does: :math:`L_i = \log\sum_j e^{s_{ij}} - (1-\epsilon)s_{ii} - \frac{\epsilon}{C}\sum_j s_{ij}`,
     the last sum computed as :math:`\langle q_i, \sum_j c_j\rangle/\tau` (no B x C matrix).
     ``weights`` ``(B,)`` passed to ``forward`` weight each query in the mean.

@@ -49,7 +49,7 @@ class SpectralStatistics(NamedTuple):
 def clip_norm(z: torch.Tensor, mu: float) -> torch.Tensor:
     """Rescale each row of ``z`` whose Euclidean norm exceeds ``sqrt(mu)`` down to norm ``sqrt(mu)``.
 
-    The norm is computed without overflow (:func:`~contrastive.losses.base.row_norms`), so a
+    The norm is computed without overflow (``contrastive.losses.base.row_norms``), so a
     row of any finite magnitude is clipped to ``sqrt(mu)``, never to zero.
     """
     _check_mu(mu)
