@@ -32,9 +32,8 @@ class GoodLoss(torch.nn.Module):
             raise ValueError("views must have one shape")
 
     def logits(self, z1: Tensor, z2: Tensor) -> Tensor:
-        z = unit_rows(
-            torch.cat([z1, z2]).float() if z1.dtype in (torch.float16, torch.bfloat16) else torch.cat([z1, z2])
-        )
+        z = torch.cat([z1, z2])
+        z = unit_rows(z.float() if z.dtype in (torch.float16, torch.bfloat16) else z)
         return (z @ z.T / self.temperature).fill_diagonal_(float("-inf"))
 
     def per_anchor(self, z1: Tensor, z2: Tensor) -> Tensor:
@@ -98,7 +97,8 @@ class ClaimsToNormalizeLoss(GoodLoss):
     """Says ``normalize = True`` but uses raw inner products: the logits overflow at large scales."""
 
     def logits(self, z1: Tensor, z2: Tensor) -> Tensor:
-        z = torch.cat([z1, z2]).float() if z1.dtype in (torch.float16, torch.bfloat16) else torch.cat([z1, z2])
+        z = torch.cat([z1, z2])
+        z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
         return (z @ z.T / self.temperature).fill_diagonal_(float("-inf"))
 
 

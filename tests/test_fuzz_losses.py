@@ -109,9 +109,11 @@ def temperatures(draw: st.DrawFn, dtype: torch.dtype, edge: bool = False) -> Any
         return draw(st.sampled_from([1e-5, 1e-6, 1e-21, 1e-30, 1e-37, 3.5e-39]))
     magnitude = draw(st.one_of(
         st.floats(-30, 30).map(lambda u: 10.0**u),
-        st.sampled_from([3.5e-39, 2e-39, 1e-40, 1e-300, 1e30, 1.0, 2.0, 0.0, -0.1, math.nan, math.inf, -math.inf]),
+        st.sampled_from([3.5e-39, 2e-39, 1e-40, 1e-300, 1e30, 1.0, 2.0,
+                         0.0, -0.1, math.nan, math.inf, -math.inf]),
     ))
-    wrap = draw(st.sampled_from(["float", "int", "np.float32", "np.float64", "np.array", "tensor32", "tensor64",
+    wrap = draw(st.sampled_from(["float", "int", "np.float32", "np.float64", "np.array", "tensor32",
+                                 "tensor64",
                                  "tensor(1,)"]))
     t: Any = {
         "float": magnitude,
@@ -156,7 +158,8 @@ def positives(draw: st.DrawFn, name: str, optional: bool) -> Any:
 @st.composite
 def labels_for(draw: st.DrawFn, batch: int) -> Any:
     """None, integer class labels ``(batch,)``, or Invalid labels (shape, dtype, type)."""
-    kind = draw(st.sampled_from(["none", "none", "classes", "classes", "shape", "float", "2-d", "bool", "list"]))
+    kind = draw(st.sampled_from(["none", "none", "classes", "classes",
+                                 "shape", "float", "2-d", "bool", "list"]))
     k = draw(st.integers(1, max(1, batch)))
     classes = torch.arange(batch) % k
     dtype = draw(st.sampled_from([torch.int64, torch.int32, torch.uint8]))
@@ -207,7 +210,8 @@ def cases(draw: st.DrawFn, losses: tuple[str, ...] = ENGINE + SPECTRAL, valid: b
             log_scale = (-30.0, 4.0)
     for _ in range(50):  # redraw the parts until the case is valid / invalid as asked
         if loss in ENGINE:
-            n = 2 if valid and loss == "clip" else draw(st.integers(1 if loss == "supcon" or not valid else 2, 4))
+            fewest = 1 if loss == "supcon" or not valid else 2
+            n = 2 if valid and loss == "clip" else draw(st.integers(fewest, 4))
         else:
             n = draw(st.integers(1, 3)) if not valid else 2
         nan = not valid and draw(st.integers(0, 5)) == 0
@@ -217,7 +221,8 @@ def cases(draw: st.DrawFn, losses: tuple[str, ...] = ENGINE + SPECTRAL, valid: b
         batch = views[0].shape[0]
         scalar = (draw(temperatures(dtype, edge)) if loss in ("nt_xent", "supcon", "infonce") else
                   draw(logit_scales()) if loss == "clip" else
-                  draw(positives("mu", optional=True)) if loss == "spectral" else draw(positives("reg", False)))
+                  draw(positives("mu", optional=True)) if loss == "spectral" else
+                  draw(positives("reg", False)))
         labels = draw(labels_for(batch)) if loss in ("supcon", "clip") else None
         sampler = draw(st.sampled_from(["uniform", "hard", "debiased"])) if loss in ENGINE else "uniform"
         case = Case(loss, dtype, views, scalar, labels, sampler)
@@ -275,7 +280,7 @@ def gradient_overflows(case: Case) -> bool:
 def check_valid(case: Case) -> None:
     value, grads = value_and_grads(case, case.views)
     # the engine losses answer half-precision input in their float32 accumulation dtype
-    assert value.dim() == 0 and value.dtype in (case.dtype, torch.float32), f"{value.dtype} {tuple(value.shape)}"
+    assert value.dim() == 0 and value.dtype in (case.dtype, torch.float32), (value.dtype, value.shape)
     assert all(g.dtype == case.dtype for g in grads), [g.dtype for g in grads]
     truth, truth_grads = value_and_grads(case, [v.double() for v in case.views])
     assert_no_nan_and_finite_where_true_value_is(value, truth, "the loss")
@@ -324,7 +329,8 @@ def test_invalid_input_raises_value_or_type_error_naming_the_argument(case: Case
     with pytest.raises((ValueError, TypeError)) as caught:
         value_and_grads(case, case.views)
     message = str(caught.value)
-    assert any(name in message for name in names), f"{type(caught.value).__name__}({message!r}) names none of {names}"
+    error = f"{type(caught.value).__name__}({message!r})"
+    assert any(name in message for name in names), f"{error} names none of {names}"
 
 
 # The spectral and linear_spectral losses compute in the input dtype: fp16 overflows (rows of
@@ -340,7 +346,7 @@ def test_spectral_losses_in_float16_and_at_large_scales_give_no_nan(case: Case) 
 
 # The engine losses' known failures at the edge of the dtype (see ``known_failure``): found by
 # this fuzzing, reported to the lead; remove the marker once contrastive/losses/base.py is fixed.
-@pytest.mark.xfail(strict=False, reason="issue 15: engine losses give NaN at the edge of the dtype (reported)")
+@pytest.mark.xfail(strict=False, reason="issue 15: engine losses: NaN at the edge of the dtype (reported)")
 @settings(max_examples=30, deadline=None)
 @given(cases(losses=ENGINE, edge=True))
 def test_engine_losses_at_tiny_temperatures_give_no_nan(case: Case) -> None:

@@ -204,7 +204,8 @@ def _scale_invariance(subject: Subject, n: int) -> None:
         for i, (g, e) in enumerate(zip(grads, expected_grads, strict=True)):
             peak = float(e.double().abs().max()) if e.numel() else 0.0
             _assert_close(g.double() * factor, e, rtol, atol * max(1.0, peak),
-                          f"{dtype} gradient of view {i} at views x{factor:.3g} is not the unscaled one / factor")
+                          f"{dtype} gradient of view {i} at views x{factor:.3g} is not the unscaled one "
+                          "divided by the factor")
 
     def check(views: list[Tensor]) -> None:
         for dtype, k in SCALE_EXPONENTS.items():
