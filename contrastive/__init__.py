@@ -15,6 +15,7 @@ from contrastive.engine import RowStats, dual_row_stats, row_stats
 from contrastive.gradcache import GradCache
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.clip import ClipLoss
+from contrastive.losses.dcl import DCLLoss
 from contrastive.losses.infonce import InfoNCELoss
 from contrastive.losses.linear_spectral import LinearSpectralContrastiveLoss
 from contrastive.losses.nt_xent import NTXentLoss
@@ -47,6 +48,7 @@ __all__ = [
     "__version__",
     "Augmentation",
     "ClipLoss",
+    "DCLLoss",
     "Compose",
     "DebiasedSampler",
     "functional",

@@ -34,17 +34,21 @@ All collectives use the default (world) process group.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.distributed as dist
 
 Tensor = torch.Tensor
+T = TypeVar("T")
 
 __all__ = [
     "GATHER_CHOICES",
     "BatchLayout",
+    "agreed_layout",
     "all_gather_rows",
+    "all_reduce_max",
     "all_reduce_sum",
     "batch_layout",
     "check_gather",
@@ -121,19 +125,70 @@ class BatchLayout(NamedTuple):
         return BatchLayout(self.rank, tuple(factor * n for n in self.sizes))
 
 
-def batch_layout(local: Tensor, name: str = "embeddings") -> BatchLayout:
-    """All-gather every rank's row count of ``local`` (2-D); ValueError on every rank if widths differ."""
+def batch_layout(local: Tensor | None, name: str = "embeddings", failure: BaseException | None = None
+                 ) -> BatchLayout:
+    """All-gather every rank's row count of ``local`` (2-D) and whether its local input checks passed.
+
+    ValueError on every rank if widths differ. A rank whose checks raised passes ``failure``
+    (and ``local=None`` when it has no valid tensor); then every rank raises, in the same
+    collective step, an error naming the failing rank(s) and the cause(s), instead of the
+    others waiting in their next collective until the process group's timeout.
+    """
     rank, world_size = world()
-    width = local.shape[1] if local.dim() == 2 else -1
-    shape = torch.tensor([local.shape[0], width], dtype=torch.long, device=local.device)
+    rows, width = (0, -1) if local is None else (local.shape[0], local.shape[1] if local.dim() == 2 else -1)
+    device = _collective_device() if local is None else local.device
+    shape = torch.tensor([rows, width, failure is not None], dtype=torch.long, device=device)
     shapes = [torch.empty_like(shape) for _ in range(world_size)]
     dist.all_gather(shapes, shape)
+    failed = [r for r, s in enumerate(shapes) if int(s[2])]
+    if failed:
+        _raise_on_every_rank(failure, failed, world_size)
     widths = [int(s[1]) for s in shapes]
     if len(set(widths)) != 1:
         raise ValueError(
             f"{name} must have the same width on every rank, got widths {widths} on ranks 0..{world_size - 1}"
         )
     return BatchLayout(rank, tuple(int(s[0]) for s in shapes))
+
+
+def agreed_layout(check: Callable[[], T], rows: Callable[[T], Tensor], name: str, gather: object
+                  ) -> tuple[T, BatchLayout]:
+    """Run a loss's local input checks ``check`` and return their result with the batch layout.
+
+    ``rows`` picks the tensor whose rows the layout counts. Without gathering the layout is
+    one rank holding them. When gathering, a ValueError or TypeError from ``check`` is not
+    raised at once (the other ranks would block in the first collective): it travels with
+    the layout's all-gather and every rank raises it, naming the rank and the cause.
+    """
+    if not should_gather(gather):
+        checked = check()
+        return checked, BatchLayout(0, (rows(checked).shape[0],))
+    try:
+        checked = check()
+    except (ValueError, TypeError) as exc:
+        batch_layout(None, name, failure=exc)
+        raise  # not reached: batch_layout raises on every rank once one reports a failure
+    return checked, batch_layout(rows(checked), name)
+
+
+def _collective_device() -> torch.device:
+    """The device of tensors in collectives of the default group: the current GPU for NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _raise_on_every_rank(failure: BaseException | None, failed: list[int], world_size: int) -> None:
+    """Exchange the failing ranks' causes (all ranks take part) and raise one error naming them."""
+    causes: list[tuple[str, str] | None] = [None] * world_size
+    mine = None if failure is None else (type(failure).__name__, str(failure))
+    dist.all_gather_object(causes, mine)
+    first = causes[failed[0]] or ("ValueError", "unknown cause")
+    kind = TypeError if first[0] == "TypeError" else ValueError
+    ranks = "rank" + ("s " if len(failed) > 1 else " ") + ", ".join(map(str, failed))
+    detail = "; ".join(f"rank {r}: {(causes[r] or first)[1]}" for r in failed)
+    raise kind(f"input check failed on {ranks} of {world_size} ({detail}); every rank raises this error") \
+        from failure
 
 
 def all_gather_rows(local: Tensor, layout: BatchLayout) -> Tensor:
@@ -165,6 +220,13 @@ def all_reduce_sum(local: Tensor) -> Tensor:
 
     total = fc.all_reduce(local.contiguous(), "sum", dist.group.WORLD)
     return total.clone()  # waits for the collective's lazy wrapper; a plain tensor in the same graph
+
+
+def all_reduce_max(local: Tensor) -> Tensor:
+    """Return the elementwise maximum of ``local`` over ranks (no gradient)."""
+    from torch.distributed import _functional_collectives as fc
+
+    return fc.all_reduce(local.detach().contiguous(), "max", dist.group.WORLD).clone()
 
 
 def count_across_ranks(count: int | Tensor, device: torch.device | None = None) -> int:

@@ -6,10 +6,11 @@ module of that name computes (the modules call these functions).
 
 from contrastive.engine import row_stats
 from contrastive.losses.clip import clip_loss as clip
+from contrastive.losses.dcl import dcl_loss as dcl
 from contrastive.losses.infonce import infonce_loss as infonce
 from contrastive.losses.linear_spectral import linear_spectral_contrastive_loss as linear_spectral
 from contrastive.losses.nt_xent import nt_xent_loss as nt_xent
 from contrastive.losses.spectral import spectral_contrastive_loss as spectral
 from contrastive.losses.supcon import supcon_loss as supcon
 
-__all__ = ["clip", "infonce", "linear_spectral", "nt_xent", "row_stats", "spectral", "supcon"]
+__all__ = ["clip", "dcl", "infonce", "linear_spectral", "nt_xent", "row_stats", "spectral", "supcon"]

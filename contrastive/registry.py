@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # contrastive.samplers imports this module
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "contrastive.losses.nt_xent",
     "contrastive.losses.supcon",
+    "contrastive.losses.dcl",
     "contrastive.losses.infonce",
     "contrastive.losses.clip",
     "contrastive.losses.spectral",

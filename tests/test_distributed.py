@@ -120,8 +120,8 @@ def _spawn(
 
 
 def _sizes(world_size: int) -> tuple[int, ...]:
-    """Equal shares on 2 ranks, unequal ones (2, 4, 3) on 3 ranks."""
-    return (4, 4) if world_size == 2 else (2, 4, 3)
+    """Equal shares on 2 ranks, unequal ones (1, 4, 3) on 3 ranks: a 1-sample shard is supported."""
+    return (4, 4) if world_size == 2 else (1, 4, 3)
 
 
 def _sampler(name: str) -> Any:
@@ -365,6 +365,55 @@ def test_when_one_rank_raises_the_others_end_with_an_error_not_a_hang(tmp_path: 
     outcome = json.loads((tmp_path / "rank0.json").read_text())
     assert not outcome["ok"] and outcome["error"], outcome
     assert time.monotonic() - started < 60, "rank 0 ended only after rank 1 gave up"
+
+
+def _bad_input_cases() -> list[tuple[str, Callable[[bool], Any]]]:
+    """A loss call per built-in loss; ``bad=True`` gives it an input that fails a local check."""
+    z = torch.randn(3, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    spoiled = z.clone()
+    spoiled[1, 2] = float("nan")
+    labels = torch.tensor([0, 1, 0])
+
+    def views(bad: bool) -> tuple[Tensor, Tensor]:
+        return (spoiled if bad else z), z.flip(0)
+
+    return [
+        ("nt_xent", lambda bad: F.nt_xent(*views(bad))),
+        ("supcon", lambda bad: F.supcon(*views(bad), labels=labels)),
+        ("supcon labels", lambda bad: F.supcon(z, z.flip(0), labels=labels[:2] if bad else labels, gather=True)),
+        ("infonce", lambda bad: F.infonce(*views(bad), gather=True)),
+        ("clip", lambda bad: F.clip(*views(bad), gather=True)),
+        ("spectral", lambda bad: F.spectral(*views(bad))),
+        ("linear_spectral", lambda bad: F.linear_spectral(*views(bad))),
+    ]
+
+
+def _input_failure_reaches_every_rank(rank: int, world_size: int) -> dict[str, Any]:
+    """Rank 1 passes a bad input to each loss; every rank must raise at once, naming rank 1 and the cause."""
+    seen: dict[str, Any] = {}
+    for name, call in _bad_input_cases():
+        started = time.monotonic()
+        try:
+            call(rank == 1)
+            seen[name] = {"error": None}
+        except (ValueError, TypeError) as exc:
+            seen[name] = {"error": f"{type(exc).__name__}: {exc}", "seconds": time.monotonic() - started}
+        call(False)  # the group is still in step: the next call works on every rank
+    return seen
+
+
+@pytest.mark.slow
+def test_a_local_input_failure_is_raised_on_every_rank_within_seconds(tmp_path: Path) -> None:
+    outcomes = _spawn(_input_failure_reaches_every_rank, 3, tmp_path, timeout=30.0)
+    for rank, outcome in enumerate(outcomes):
+        assert outcome["ok"], f"rank {rank}: {outcome.get('trace', outcome['error'])}"
+        for name, seen in outcome["result"].items():
+            error = seen["error"]
+            assert error is not None, f"rank {rank}, {name}: no error although rank 1 failed its check"
+            assert error.startswith("ValueError: input check failed on rank 1 of 3 (rank 1: "), (rank, name, error)
+            cause = "labels must have shape" if name == "supcon labels" else "NaN or Inf"
+            assert cause in error, (rank, name, error)
+            assert seen["seconds"] < 10, (rank, name, seen["seconds"])
 
 
 def test_gather_option_is_checked_and_true_needs_a_process_group() -> None:

@@ -102,3 +102,67 @@ def test_a_one_sample_batch_of_paired_views_has_its_positive_and_no_negative(nam
     assert abs(value.item()) < 1e-6
     value.backward()
     assert torch.isfinite(z1.grad).all()
+
+
+# ---------------------------------------------------------------- the additive (spectral) losses
+
+ADDITIVE = ["spectral", "linear_spectral"]
+
+
+def _additive(name: str, z1: torch.Tensor, z2: torch.Tensor, **options: object) -> torch.Tensor:
+    return getattr(cl.functional, name)(z1, z2, **options)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ADDITIVE)
+def test_an_additive_loss_in_half_precision_gives_the_float32_value(name: str, dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(64, 32, generator=g).to(dtype), torch.randn(64, 32, generator=g).to(dtype)
+    half = _additive(name, z1, z2)  # fp16 accumulation overflowed to inf for the spectral loss
+    full = _additive(name, z1.float(), z2.float())
+    assert half.dtype == torch.float32 and torch.isfinite(half)
+    torch.testing.assert_close(half, full, rtol=1e-3, atol=1e-3)
+    leaf = z1.clone().requires_grad_()
+    _additive(name, leaf, z2).backward()
+    assert leaf.grad.dtype == dtype and torch.isfinite(leaf.grad).all()
+
+
+@pytest.mark.parametrize("scale", [1e9, 1e12, 1e19, 1e25, 1e-25])
+@pytest.mark.parametrize("name", ADDITIVE)
+def test_an_additive_loss_is_never_nan_and_exact_where_its_value_fits(name: str, scale: float) -> None:
+    """The value scales as s^2 (and s^4): float32 holds it or returns ±inf, never NaN."""
+    g = torch.Generator().manual_seed(2)
+    z1, z2 = (torch.randn(64, 32, generator=g) * scale for _ in range(2))
+    leaves = [z1.clone().requires_grad_(), z2.clone().requires_grad_()]
+    found = _additive(name, *leaves)
+    truth = _additive(name, z1.double(), z2.double())
+    assert not torch.isnan(found)
+    if abs(truth) < 1e-30:  # below float32's normal range: it may underflow, to a finite value
+        assert torch.isfinite(found)
+    elif abs(truth) < torch.finfo(torch.float32).max / 2:
+        torch.testing.assert_close(found.double(), truth, rtol=1e-4, atol=0.0)
+        found.backward()
+        exact = [v.double().requires_grad_() for v in (z1, z2)]
+        _additive(name, *exact).backward()
+        for leaf, e in zip(leaves, exact, strict=True):
+            if torch.isfinite(e.grad).all() and e.grad.abs().max() < torch.finfo(torch.float32).max / 2:
+                torch.testing.assert_close(leaf.grad.double(), e.grad, rtol=1e-3, atol=1e-3 * e.grad.abs().max())
+    else:
+        assert torch.isinf(found) and torch.sign(found) == torch.sign(truth)
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e20), (torch.float32, 1e38), (torch.float16, 6e4),
+                                          (torch.bfloat16, 1e38)])
+def test_the_spectral_norm_clip_caps_rows_of_any_finite_norm(dtype: torch.dtype, scale: float) -> None:
+    from contrastive.losses.spectral import clip_norm
+
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
+    big = [(z * scale / z.abs().max()).to(dtype) for z in (z1, z2)]
+    assert all(torch.isfinite(b).all() for b in big)
+    clipped = clip_norm(big[0], 2.0)
+    norms = clipped.float().norm(dim=1)
+    torch.testing.assert_close(norms, torch.full_like(norms, 2.0 ** 0.5), rtol=1e-2, atol=0.0)  # was 0
+    found = cl.functional.spectral(*big, mu=1.0)
+    expected = cl.functional.spectral(*(b.double() for b in big), mu=1.0)
+    torch.testing.assert_close(found.double(), expected, rtol=1e-2, atol=1e-3)

@@ -18,6 +18,7 @@ one-rank case of the same path.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -25,8 +26,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from contrastive._validation import check_choice, check_embeddings, check_temperature
-from contrastive.distributed import BatchLayout, all_gather_rows, check_gather, count_across_ranks, world
+from contrastive._validation import check_choice, check_embeddings, check_temperature, check_unit_interval
+from contrastive.distributed import (
+    BatchLayout,
+    all_gather_rows,
+    all_reduce_sum,
+    check_gather,
+    count_across_ranks,
+    world,
+)
 from contrastive.engine import BACKENDS, RowStats, resolve_backend, row_stats
 from contrastive.errors import NoPositiveWarning
 from contrastive.engine.dispatch import check_block_size
@@ -40,7 +48,7 @@ NO_POSITIVE = ("zero", "raise")
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """The options every engine-based loss takes, checked once (keyword-only in every loss).
+    r"""The options every engine-based loss takes, checked once (keyword-only in every loss).
 
     * ``normalize``: L2-normalise the embeddings first (the cosine similarity of SimCLR).
     * ``sampler``: how negatives are weighted: a registered name, a class or an instance.
@@ -51,6 +59,9 @@ class EngineOptions:
     * ``validate_args``: check inputs (finite values, label ranges); False skips every check
       that reads from the device, so the loss runs without host syncs and compiles with
       ``torch.compile(fullgraph=True)``.
+    * ``decoupled``: leave the positives out of the denominator (DCL, Yeh et al., 2022,
+      "Decoupled Contrastive Learning"): :math:`L_i = -\frac{1}{|P(i)|}\sum_p s_{ip} + \log N_g(i)`.
+      An anchor then needs a negative as well as a positive to enter the mean.
     * ``no_positive``: a batch in which no anchor has a positive (one sample, or one view of
       distinct labels) gives ``"zero"`` (the default: a zero loss still connected to the
       graph, so ``backward()`` works and DDP sees every parameter; with ``validate_args``
@@ -65,6 +76,7 @@ class EngineOptions:
     gather: str | bool = "auto"
     validate_args: bool = True
     no_positive: str = "zero"
+    decoupled: bool = False
     _resolved: Any = field(default=None, repr=False, compare=False)
     _warned: list = field(default_factory=lambda: [False], repr=False, compare=False)
 
@@ -78,7 +90,7 @@ class EngineOptions:
         if self.no_positive == "raise" and not self.validate_args:
             raise ValueError("no_positive='raise' reads the number of positives from the device; "
                              "it needs validate_args=True")
-        for name in ("normalize", "validate_args"):
+        for name in ("normalize", "validate_args", "decoupled"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         object.__setattr__(self, "_resolved", resolve_sampler(self.sampler))
@@ -93,7 +105,7 @@ class EngineOptions:
         sampler = self._resolved if sampler is None else sampler
         return {
             "exponents": sampler.exponents,
-            "joint": is_uniform(sampler),
+            "joint": is_uniform(sampler) and not self.decoupled,  # decoupled: the negatives alone
             "norm_bound": 1.0 if self.normalize else None,
             "backend": self.backend,
             "block_size": self.block_size,
@@ -118,44 +130,113 @@ def is_uniform(sampler: Any) -> bool:
     return bool(check()) if callable(check) else False
 
 
-def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor) -> tuple[Tensor, Tensor]:
-    """Return ``(L_i, has_positive)``; ``L_i`` is 0 (with zero gradient) for anchors without positives."""
+def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, *, decoupled: bool = False,
+                  positive_weight: Tensor | None = None, smoothing: tuple[float, Tensor] | None = None
+                  ) -> tuple[Tensor, Tensor]:
+    r"""Return ``(L_i, valid)``; ``L_i`` is 0 (with zero gradient) for anchors that do not enter the mean.
+
+    ``decoupled``: the denominator is the negative term alone (an anchor needs a negative too).
+    ``positive_weight``: a per-anchor factor of the positive term (DCLW). ``smoothing``
+    ``(eps, sims)``: label smoothing with ``sims[i]`` :math:`=\sum_j s_{ij}` over the anchor's
+    candidates; the positive term becomes :math:`(1-\epsilon)\bar s_{iP} + \epsilon\,\bar s_{i\cdot}`.
+    """
     valid = stats.pos_count > 0
+    if decoupled:
+        valid = valid & (stats.neg_count > 0)
     zero = torch.zeros((), dtype=stats.pos_sum.dtype, device=stats.pos_sum.device)
-    count = stats.pos_count.clamp(min=1)
-    if stats.all_lse is not None:  # pos_sum is 0 without positives: no guard needed before the where
-        return torch.where(valid, stats.all_lse - stats.pos_sum / count, zero), valid
-    pos_sum = torch.where(valid, stats.pos_sum, zero)
-    safe = stats._replace(pos_lse=torch.where(valid, stats.pos_lse, zero), pos_sum=pos_sum)
-    denominator = torch.logaddexp(safe.pos_lse, sampler.log_negative_term(safe, temperature))
-    return torch.where(valid, denominator - pos_sum / count, zero), valid
+    positive = stats.pos_sum / stats.pos_count.clamp(min=1)  # 0 without positives: pos_sum is 0 there
+    if smoothing is not None:
+        eps, sims = smoothing
+        positive = (1 - eps) * positive + eps * sims / (stats.pos_count + stats.neg_count).clamp(min=1)
+    if positive_weight is not None:
+        positive = positive * positive_weight
+    if stats.all_lse is not None:
+        return torch.where(valid, stats.all_lse - positive, zero), valid
+    safe = stats._replace(pos_lse=torch.where(valid, stats.pos_lse, zero), pos_sum=torch.where(valid, stats.pos_sum, zero))
+    if decoupled:  # rows without negatives have -inf there: keep them finite, they are masked below
+        safe = safe._replace(neg_lse=torch.where(valid[:, None], safe.neg_lse, zero))
+        denominator = sampler.log_negative_term(safe, temperature)
+    else:
+        denominator = torch.logaddexp(safe.pos_lse, sampler.log_negative_term(safe, temperature))
+    return torch.where(valid, denominator - torch.where(valid, positive, zero), zero), valid
 
 
 def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = None,
-                    options: EngineOptions | None = None) -> Tensor:
-    """Return the mean of ``losses`` over ``valid`` anchors.
+                    options: EngineOptions | None = None, weights: Tensor | None = None) -> Tensor:
+    """Return the mean of ``losses`` over ``valid`` anchors (``weights``: the weighted mean).
 
     ``layout`` (gathering): the anchors are this rank's share of the global batch; return
     ``world_size / (valid anchors on all ranks) * (sum of the local losses)``, the contract of
-    :mod:`contrastive.distributed`. A batch without any valid anchor follows
-    ``options.no_positive`` (the count is all-reduced first, so every rank decides alike); its
-    loss is 0, connected to the graph.
+    :mod:`contrastive.distributed`; with per-anchor ``weights`` the count becomes the sum of
+    the valid anchors' weights on all ranks (all-reduced with gradient). A batch without any
+    valid anchor follows ``options.no_positive`` (the count is all-reduced first, so every
+    rank decides alike); its loss is 0, connected to the graph.
     """
     options = EngineOptions() if options is None else options
+    gathering = layout is not None and layout.world_size > 1
     n_valid = valid.sum()
-    if layout is not None and layout.world_size > 1:
+    if gathering and (weights is None or options.validate_args):
         n_valid = count_across_ranks(n_valid, valid.device)
     if options.validate_args and int(n_valid) == 0:
         message = ("no anchor has a positive (every label occurs once and there is one view, or the "
                    "batch holds one sample)")
+        if options.decoupled:
+            message = "no anchor has both a positive and a negative (decoupled=True needs two samples or more)"
         if options.no_positive == "raise":
             raise ValueError(message + "; pass at least two views or labels shared by two samples")
         if not options._warned[0]:
             options._warned[0] = True
             warnings.warn(message + ": the loss is 0 for this batch (no_positive='raise' makes it an error)",
                           NoPositiveWarning, stacklevel=4)
-    total = losses.sum() if layout is None or layout.world_size == 1 else losses.sum() * layout.world_size
+    world_size = layout.world_size if gathering else 1
+    if weights is not None:
+        weights = torch.where(valid, weights.to(losses.dtype), torch.zeros((), dtype=losses.dtype,
+                                                                          device=losses.device))
+        total_weight = all_reduce_sum(weights.sum()) if gathering else weights.sum()
+        safe = torch.where(total_weight > 0, total_weight, torch.ones_like(total_weight))
+        return (losses * weights).sum() * world_size / safe
+    total = losses.sum() * world_size if gathering else losses.sum()
     return total / (n_valid.clamp(min=1) if isinstance(n_valid, Tensor) else max(n_valid, 1))
+
+
+def candidate_similarity_sums(anchors: Tensor, candidates: Tensor, temperature: float | Tensor) -> Tensor:
+    r"""Return :math:`\sum_j s_{ij}` per anchor, the statistic of label smoothing, in O((M + N) D).
+
+    :math:`\sum_j \langle a_i, c_j\rangle/\tau = \langle a_i, \sum_j c_j\rangle/\tau`: one sum over
+    the candidates, no similarity matrix. In the accumulation dtype.
+    """
+    dtype = compute_dtype(anchors.dtype)
+    return (anchors.to(dtype) @ candidates.to(dtype).sum(dim=0)) / temperature
+
+
+def check_label_smoothing(label_smoothing: object, options: EngineOptions) -> float:
+    """Return ``label_smoothing`` as a float in [0, 1); ValueError with ``decoupled`` (no target over the positive)."""
+    eps = check_unit_interval(label_smoothing, "label_smoothing")
+    if eps and options.decoupled:
+        raise ValueError("label_smoothing spreads the target over every candidate, the positive included; "
+                         "it is not defined with decoupled=True, which leaves the positive out of the denominator")
+    return eps
+
+
+def check_weights(weights: object, anchors: int, validate_args: bool) -> Tensor | None:
+    """Return per-sample ``weights`` ``(B,)`` checked (floating, finite, >= 0 read from the device if validating)."""
+    if weights is None:
+        return None
+    if not isinstance(weights, Tensor) or weights.shape != (anchors,) or not weights.is_floating_point():
+        shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+        raise ValueError(f"weights must be a floating tensor of shape ({anchors},), one per sample, got {shape}")
+    if validate_args and not bool(torch.isfinite(weights).all() & (weights >= 0).all()):
+        raise ValueError("weights must be finite and >= 0 (a zero weight removes a sample from the mean)")
+    return weights
+
+
+def _peak_scaled(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Return each row's largest magnitude and the row divided by it, in the accumulation dtype (zero rows: 0)."""
+    dtype = compute_dtype(x.dtype)
+    xc = x.to(dtype)
+    peak = xc.abs().amax(dim=1, keepdim=True)
+    zero = torch.zeros((), dtype=dtype, device=x.device)
+    return peak, torch.where(peak > 0, xc / peak.clamp_min(torch.finfo(dtype).tiny), zero)
 
 
 def unit_rows(x: Tensor) -> Tensor:
@@ -166,12 +247,81 @@ def unit_rows(x: Tensor) -> Tensor:
     accumulation dtype (fp16's ``eps`` would otherwise underflow and make a zero row NaN). A
     zero row has no direction: it stays zero and gets a zero gradient. The result has ``x``'s dtype.
     """
-    dtype = compute_dtype(x.dtype)
-    xc = x.to(dtype)
-    peak = xc.abs().amax(dim=1, keepdim=True)
-    scaled = torch.where(peak > 0, xc / peak.clamp_min(torch.finfo(dtype).tiny), torch.zeros((), dtype=dtype,
-                                                                                              device=x.device))
-    return F.normalize(scaled, dim=1).to(x.dtype)
+    return F.normalize(_peak_scaled(x)[1], dim=1).to(x.dtype)
+
+
+def row_norms(x: Tensor) -> Tensor:
+    """Return the ``(B, 1)`` Euclidean norms of the rows of ``x`` in the accumulation dtype, without overflow.
+
+    Computed as ``peak * ||x / peak||`` (``peak`` the row's largest magnitude), so a norm is
+    infinite only when it exceeds the accumulation dtype itself.
+    """
+    peak, scaled = _peak_scaled(x)
+    return peak * scaled.norm(dim=1, keepdim=True)
+
+
+def common_scale(*tensors: Tensor) -> Tensor:
+    """A power of two near the largest magnitude in ``tensors`` (1 when all are zero), detached.
+
+    In the accumulation dtype. Dividing by it brings every value into [-2, 2] exactly (a
+    power of two only moves the exponent), so sums of products of the scaled values do not
+    overflow; the scale itself is finite.
+    """
+    dtype = compute_dtype(tensors[0].dtype)
+    peak = torch.stack([t.detach().abs().amax().to(dtype) for t in tensors]).amax()
+    exponent = torch.ceil(torch.log2(torch.where(peak > 0, peak, torch.ones_like(peak))))
+    return torch.exp2(exponent.clamp(max=math.floor(math.log2(torch.finfo(dtype).max))))
+
+
+class _Rescaled(torch.autograd.Function):
+    """``x / scale``; backward multiplies by ``scale ** (power - 1)`` (the factor :class:`_Restored` omits)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, power):  # type: ignore[override]  # noqa: ANN001, ANN205, D102
+        ctx.save_for_backward(scale)
+        ctx.power = power
+        return x / scale
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]  # noqa: ANN001, ANN205, D102
+        (scale,) = ctx.saved_tensors
+        return grad * scale ** (ctx.power - 1), None, None
+
+
+class _Restored(torch.autograd.Function):
+    """``x * scale ** power``; backward passes the gradient on unscaled (:class:`_Rescaled` applies it)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, power):  # type: ignore[override]  # noqa: ANN001, ANN205, D102
+        return _times_power(x, scale, power)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]  # noqa: ANN001, ANN205, D102
+        return grad, None, None
+
+
+def _times_power(x: Tensor, scale: Tensor, power: int) -> Tensor:
+    """``x * scale ** power`` one factor at a time, so it overflows only if the result does."""
+    for _ in range(power):
+        x = x * scale
+    return x
+
+
+def rescaled(x: Tensor, scale: Tensor, power: int) -> Tensor:
+    """``x / scale`` for a term homogeneous of degree ``power`` in ``x`` that :func:`restored` scales back.
+
+    A term ``f(x) = scale**power * f(x / scale)`` is computed as
+    ``restored(f(rescaled(x, scale, power)), scale, power)``: the value overflows only if
+    ``f(x)`` does, and the gradient ``scale**(power-1) * f'(x / scale)`` is formed at the
+    input, so it overflows only if it does itself (a plain product would carry
+    ``scale**power`` through the whole backward pass). ``scale`` is a constant (detached).
+    """
+    return _Rescaled.apply(x, scale.detach(), power)
+
+
+def restored(value: Tensor, scale: Tensor, power: int) -> Tensor:
+    """``value * scale**power`` for a term computed from :func:`rescaled` inputs of the same ``power``."""
+    return _Restored.apply(value, scale.detach(), power)
 
 
 def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, options: EngineOptions
@@ -224,11 +374,6 @@ def append_negatives(candidates: Tensor, labels: Tensor, negatives: Tensor | Non
         return candidates, labels
     fill = torch.full((negatives.shape[0],), NEGATIVE_ONLY, dtype=labels.dtype, device=labels.device)
     return torch.cat([candidates, negatives]), torch.cat([labels, fill])
-
-
-def local_layout(batch: int) -> BatchLayout:
-    """The layout of a single process: one rank holding the whole batch."""
-    return BatchLayout(0, (batch,))
 
 
 def multiview_stats(
@@ -290,13 +435,15 @@ class EngineLoss(torch.nn.Module):
         gather: str | bool = "auto",
         validate_args: bool = True,
         no_positive: str = "zero",
+        decoupled: bool = False,
     ) -> None:
         """Check and store the options shared by all engine-based losses (see :class:`EngineOptions`).
 
         ``temperature=None``: a subclass derives it (CLIP from its logit scale).
         """
         super().__init__()
-        self.options = EngineOptions(normalize, sampler, backend, block_size, gather, validate_args, no_positive)
+        self.options = EngineOptions(normalize, sampler, backend, block_size, gather, validate_args, no_positive,
+                                     decoupled)
         self.sampler = self.options.resolved_sampler
         if temperature is not None:
             check_temperature(temperature)
@@ -322,17 +469,9 @@ class EngineLoss(torch.nn.Module):
         t = self.temperature
         t = f"{float(t.detach()):.4g} (tensor)" if isinstance(t, Tensor) else t
         o = self.options
+        decoupled = ", decoupled=True" if o.decoupled else ""
         return (f"temperature={t}, normalize={o.normalize}, backend={o.backend!r}, gather={o.gather!r}, "
-                f"validate_args={o.validate_args}")
-
-
-def world_layout(local: Tensor, name: str, gather: str | bool) -> BatchLayout:
-    """The batch layout: all ranks' sizes when gathering, else one rank holding ``local``."""
-    from contrastive.distributed import batch_layout, should_gather
-
-    if should_gather(gather):
-        return batch_layout(local, name)
-    return local_layout(local.shape[0])
+                f"validate_args={o.validate_args}{decoupled}")
 
 
 __all__ = ["EngineLoss", "EngineOptions", "anchor_losses", "engine_options", "mean_over_valid", "world"]

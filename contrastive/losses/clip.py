@@ -9,18 +9,20 @@ import torch
 
 from contrastive._call_styles import logit_scale_as_labels
 from contrastive._validation import check_embeddings, check_labels, check_temperature
-from contrastive.distributed import all_gather_rows
+from contrastive.distributed import agreed_layout, all_gather_rows
 from contrastive.engine import dual_row_stats, row_stats
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
     EngineLoss,
     EngineOptions,
     anchor_losses,
+    candidate_similarity_sums,
+    check_label_smoothing,
+    check_weights,
     engine_options,
     mean_over_valid,
     sample_labels,
     unit_rows,
-    world_layout,
 )
 
 Tensor = torch.Tensor
@@ -53,39 +55,46 @@ def clip_loss(
     labels: Tensor | None = None,
     *,
     logit_scale: float | Tensor = math.log(1.0 / 0.07),
+    label_smoothing: float = 0.0,
+    weights: Tensor | None = None,
     **options: Any,
 ) -> Tensor:
     """Return CLIP's loss of paired features ``(B, D)`` at multiplier ``e^logit_scale`` (see :class:`ClipLoss`).
 
     ``logit_scale`` is θ, the log of the multiplier, as open_clip's ``model.logit_scale``
-    parameter (pass the parameter itself, not its exponential). ``options`` are the
+    parameter (pass the parameter itself, not its exponential). ``label_smoothing`` and
+    ``weights`` ``(B,)`` (per pair) are as in :class:`ClipLoss`. ``options`` are the
     :class:`~contrastive.losses.base.EngineOptions`.
     """
     if (message := logit_scale_as_labels(labels, function=True)) is not None:  # open_clip's call style
         raise ValueError(message)
-    return _clip(image_features, text_features, labels, logit_scale, engine_options(options))
+    return _clip(image_features, text_features, labels, logit_scale, engine_options(options),
+                 check_label_smoothing(label_smoothing, engine_options(options)), weights)
 
 
 def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, logit_scale: float | Tensor,
-          options: EngineOptions) -> Tensor:
+          options: EngineOptions, label_smoothing: float = 0.0, weights: Tensor | None = None) -> Tensor:
     """CLIP with checked options."""
     validate = options.validate_args
-    image = check_embeddings(image_features, "image_features", validate)
-    text = check_embeddings(text_features, "text_features", validate)
-    if image.shape != text.shape or image.dtype != text.dtype:
-        raise ValueError(
-            f"image_features and text_features must have one shape and dtype, got "
-            f"{tuple(image.shape)}/{image.dtype} and {tuple(text.shape)}/{text.dtype}"
-        )
-    _check_logit_scale(logit_scale, validate)
+
+    def check() -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        image = check_embeddings(image_features, "image_features", validate)
+        text = check_embeddings(text_features, "text_features", validate)
+        if image.shape != text.shape or image.dtype != text.dtype:
+            raise ValueError(
+                f"image_features and text_features must have one shape and dtype, got "
+                f"{tuple(image.shape)}/{image.dtype} and {tuple(text.shape)}/{text.dtype}"
+            )
+        _check_logit_scale(logit_scale, validate)
+        given = None if labels is None else check_labels(labels, image.shape[0]).to(image.device)
+        return image, text, given, check_weights(weights, image.shape[0], validate)
+
+    (image, text, given, weights), layout = agreed_layout(check, lambda c: c[0], "image_features", options.gather)
     temperature = torch.exp(-logit_scale) if isinstance(logit_scale, Tensor) else math.exp(-logit_scale)
     batch = image.shape[0]
-    if labels is not None:
-        labels = check_labels(labels, batch).to(image.device)
-    layout = world_layout(image, "image_features", options.gather)
     if layout.total < 1:
         raise ValueError("image_features must hold at least one sample, got batch size 0")
-    candidate_labels = sample_labels(labels, batch, image.device, layout)
+    candidate_labels = sample_labels(given, batch, image.device, layout)
     anchor_labels = candidate_labels[layout.offset : layout.offset + batch]
     if options.normalize:
         image, text = unit_rows(image), unit_rows(text)
@@ -93,11 +102,17 @@ def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, 
     engine = {"temperature": temperature, **options.engine(sampler)}
     if layout.world_size == 1:  # both directions of one similarity matrix: one pass over its tiles
         both = dual_row_stats(image, text, anchor_labels, candidate_labels, **engine)
+        others = (text, image)
     else:  # each direction against the other modality of all ranks, with gradient
-        both = [row_stats(anchors, all_gather_rows(candidates, layout), anchor_labels, candidate_labels,
-                          **engine) for anchors, candidates in ((image, text), (text, image))]
+        others = (all_gather_rows(text, layout), all_gather_rows(image, layout))
+        both = [row_stats(anchors, candidates, anchor_labels, candidate_labels, **engine)
+                for anchors, candidates in zip((image, text), others, strict=True)]
     image_loss, text_loss = (
-        mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, options) for stats in both
+        mean_over_valid(*anchor_losses(stats, sampler, temperature, decoupled=options.decoupled, smoothing=None
+                                       if not label_smoothing else
+                                       (label_smoothing, candidate_similarity_sums(anchors, candidates, temperature))),
+                        layout, options, weights)
+        for stats, anchors, candidates in zip(both, (image, text), others, strict=True)
     )
     return (image_loss + text_loss) / 2
 
@@ -120,7 +135,15 @@ class ClipLoss(EngineLoss):
     optimiser step: call :meth:`clamp_logit_scale_` then, or :meth:`register_clamp` once with
     the optimiser. The forward pass does not clamp, so :math:`\theta` keeps its gradient.
     Optional ``labels`` make every pair with a shared label a positive (SupCon form per
-    direction). The remaining keyword options are the :class:`~contrastive.losses.base.EngineOptions`.
+    direction).
+
+    ``label_smoothing=ε`` smooths the targets as :func:`torch.nn.functional.cross_entropy`
+    does: each direction's target puts :math:`1-\epsilon` on the positive(s) and spreads
+    :math:`\epsilon` uniformly over the :math:`C` candidates, so the per-anchor loss is
+    :math:`\log\sum_j e^{s_{ij}} - (1-\epsilon)\,\bar s_{iP} - \frac{\epsilon}{C}\sum_j s_{ij}`.
+    The last sum is :math:`\langle x_i, \sum_j y_j\rangle t`, one more O(B·D) statistic: nothing
+    B x B is formed. ``weights`` ``(B,)`` passed to ``forward`` weight each pair in the mean.
+    The remaining keyword options are the :class:`~contrastive.losses.base.EngineOptions`.
 
     **Distributed** (``gather``, see :mod:`contrastive.distributed`), as open_clip's
     ``gather_with_grad=True, local_loss=True``: each direction takes the local features
@@ -138,6 +161,7 @@ class ClipLoss(EngineLoss):
         logit_scale: float = math.log(1.0 / 0.07),
         learnable: bool = True,
         max_logit_scale: float = 100.0,
+        label_smoothing: float = 0.0,
         **options: Any,
     ) -> None:
         """Create the loss with initial log scale ``logit_scale`` (θ, so that the multiplier is e^θ)."""
@@ -152,6 +176,7 @@ class ClipLoss(EngineLoss):
         else:
             self.register_buffer("logit_scale", theta)
         self.max_logit_scale = float(max_logit_scale)
+        self.label_smoothing = check_label_smoothing(label_smoothing, self.options)
 
     @property
     def temperature(self) -> Tensor:
@@ -171,11 +196,16 @@ class ClipLoss(EngineLoss):
         """Clamp θ after every ``optimizer.step()``; return the hook handle (``.remove()`` undoes it)."""
         return optimizer.register_step_post_hook(lambda *_: self.clamp_logit_scale_())
 
-    def forward(self, image_features: Tensor, text_features: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Return the loss of paired ``image_features`` and ``text_features`` (each ``(B, D)``)."""
+    def forward(self, image_features: Tensor, text_features: Tensor, labels: Tensor | None = None, *,
+                weights: Tensor | None = None) -> Tensor:
+        """Return the loss of paired ``image_features`` and ``text_features`` (each ``(B, D)``).
+
+        ``weights`` ``(B,)``: per-pair weights of the mean (both directions).
+        """
         if (message := logit_scale_as_labels(labels)) is not None:  # open_clip's loss(image, text, scale)
             raise ValueError(message)
-        return _clip(image_features, text_features, labels, self.logit_scale, self.options)
+        return _clip(image_features, text_features, labels, self.logit_scale, self.options, self.label_smoothing,
+                     weights)
 
     def extra_repr(self) -> str:
         """Show the options."""

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from contrastive._validation import check_embeddings, check_temperature
-from contrastive.distributed import all_gather_rows
+from contrastive.distributed import agreed_layout, all_gather_rows
 from contrastive.engine import RowStats, row_stats
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
@@ -16,11 +16,13 @@ from contrastive.losses.base import (
     EngineOptions,
     anchor_losses,
     append_negatives,
+    candidate_similarity_sums,
+    check_label_smoothing,
+    check_weights,
     engine_options,
     extra_negatives,
     mean_over_valid,
     unit_rows,
-    world_layout,
 )
 from contrastive.samplers import MemoryQueue
 
@@ -49,29 +51,41 @@ def infonce_loss(
     *,
     temperature: float | Tensor = 0.1,
     in_batch_negatives: bool = True,
+    label_smoothing: float = 0.0,
+    weights: Tensor | None = None,
     **options: Any,
 ) -> Tensor:
     """Return the InfoNCE loss of ``query`` against its ``key`` ``(B, D)``; see :class:`InfoNCELoss`.
 
-    ``options`` are the :class:`~contrastive.losses.base.EngineOptions`.
+    ``label_smoothing`` and ``weights`` ``(B,)`` are as in :class:`InfoNCELoss`; ``options``
+    are the :class:`~contrastive.losses.base.EngineOptions`.
     """
-    return _infonce(query, key, negatives, temperature, bool(in_batch_negatives), engine_options(options))
+    checked = engine_options(options)
+    return _infonce(query, key, negatives, temperature, bool(in_batch_negatives), checked,
+                    check_label_smoothing(label_smoothing, checked), weights)
 
 
 def _infonce(query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None, temperature: float | Tensor,
-             in_batch_negatives: bool, options: EngineOptions) -> Tensor:
+             in_batch_negatives: bool, options: EngineOptions, label_smoothing: float = 0.0,
+             weights: Tensor | None = None) -> Tensor:
     """InfoNCE with checked options."""
-    query, key = _check_pair(query, key, options.validate_args)
-    if options.validate_args:
-        check_temperature(temperature)
-    batch = query.shape[0]
-    layout = world_layout(query, "query", options.gather)
-    total = layout.total
-    if total < 1:
+    def check() -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        q, k = _check_pair(query, key, options.validate_args)
+        if options.validate_args:
+            check_temperature(temperature)
+        extra = extra_negatives(negatives, q, options)
+        if not in_batch_negatives and extra is None:
+            raise ValueError(
+                "in_batch_negatives=False needs negatives= (a tensor or a non-empty MemoryQueue), got none"
+            )
+        return q, k, extra, check_weights(weights, q.shape[0], options.validate_args)
+
+    (query, key, extra, weights), layout = agreed_layout(check, lambda c: c[0], "query", options.gather)
+    if layout.total < 1:
         raise ValueError("query must hold at least one sample, got batch size 0")
+    batch = query.shape[0]
     if options.normalize:
         query, key = unit_rows(query), unit_rows(key)
-    extra = extra_negatives(negatives, query, options)
     labels = torch.arange(batch, device=query.device)
     sampler = options.resolved_sampler
     engine = {"temperature": temperature, **options.engine(sampler)}
@@ -83,17 +97,18 @@ def _infonce(query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None,
             labels = labels + layout.offset
         candidates, candidate_labels = append_negatives(candidates, candidate_labels, extra)
         stats = row_stats(query, candidates, labels, candidate_labels, **engine)
+        sims = candidate_similarity_sums(query, candidates, temperature) if label_smoothing else None
     else:
-        if extra is None:
-            raise ValueError(
-                "in_batch_negatives=False needs negatives= (a tensor or a non-empty MemoryQueue), got none"
-            )
+        assert extra is not None  # checked above
         fill = torch.full((extra.shape[0],), NEGATIVE_ONLY, dtype=torch.long, device=query.device)
         negative = row_stats(query, extra, labels, fill, **{**engine, "joint": False})
         positive = (query * key).sum(dim=1).to(negative.neg_lse.dtype) / temperature
         ones = torch.ones(batch, dtype=torch.long, device=query.device)
         stats = RowStats(negative.neg_lse, positive, positive, ones, negative.neg_count, negative.exponents)
-    return mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, options)
+        sims = positive + candidate_similarity_sums(query, extra, temperature) if label_smoothing else None
+    smoothing = None if sims is None else (label_smoothing, sims)
+    losses, valid = anchor_losses(stats, sampler, temperature, decoupled=options.decoupled, smoothing=smoothing)
+    return mean_over_valid(losses, valid, layout, options, weights)
 
 
 class InfoNCELoss(EngineLoss):
@@ -110,6 +125,11 @@ class InfoNCELoss(EngineLoss):
              + \sum_j e^{\langle q_i,n_j\rangle/\tau}}.
 
     With ``in_batch_negatives=False`` (MoCo) only the extra negatives are in the denominator.
+    ``label_smoothing=ε`` smooths the one-hot target over the :math:`C` candidates (the key,
+    the in-batch keys and the extra negatives) as :func:`torch.nn.functional.cross_entropy`
+    does: :math:`L_i = \log\sum_j e^{s_{ij}} - (1-\epsilon)s_{ii} - \frac{\epsilon}{C}\sum_j s_{ij}`,
+    the last sum computed as :math:`\langle q_i, \sum_j c_j\rangle/\tau` (no B x C matrix).
+    ``weights`` ``(B,)`` passed to ``forward`` weight each query in the mean.
     A sampler other than ``uniform`` replaces the sum over negatives. The remaining keyword
     options are the :class:`~contrastive.losses.base.EngineOptions`.
 
@@ -123,15 +143,18 @@ class InfoNCELoss(EngineLoss):
     :class:`~contrastive.samplers.MemoryQueue` filled with ``enqueue`` under DDP is).
     """
 
-    def __init__(self, temperature: float | Tensor = 0.1, in_batch_negatives: bool = True, **options: Any
-                 ) -> None:
+    def __init__(self, temperature: float | Tensor = 0.1, in_batch_negatives: bool = True,
+                 label_smoothing: float = 0.0, **options: Any) -> None:
         """Create the loss; ``options`` are the :class:`~contrastive.losses.base.EngineOptions`."""
         super().__init__(temperature, **options)
         self.in_batch_negatives = bool(in_batch_negatives)
+        self.label_smoothing = check_label_smoothing(label_smoothing, self.options)
 
-    def forward(self, query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None = None) -> Tensor:
-        """Return the loss of ``query`` against ``key`` (each ``(B, D)``), with optional ``negatives``."""
-        return _infonce(query, key, negatives, self.temperature, self.in_batch_negatives, self.options)
+    def forward(self, query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None = None, *,
+                weights: Tensor | None = None) -> Tensor:
+        """Return the loss of ``query`` against ``key`` (each ``(B, D)``), with optional ``negatives`` and ``weights``."""
+        return _infonce(query, key, negatives, self.temperature, self.in_batch_negatives, self.options,
+                        self.label_smoothing, weights)
 
 
 @hookimpl

@@ -6,20 +6,29 @@ import math
 
 import torch
 
-from contrastive.distributed import all_reduce_sum, batch_layout, check_gather, should_gather
+from contrastive.distributed import agreed_layout, all_reduce_max, all_reduce_sum, check_gather, should_gather
+from contrastive.engine.reference import compute_dtype
 from contrastive.hookspecs import Register, hookimpl
+from contrastive.losses.base import common_scale, rescaled, restored
 from contrastive.losses.spectral import _check_pair, _two_views
 
 __all__ = ["LinearSpectralContrastiveLoss", "linear_spectral_contrastive_loss", "weight_penalty"]
 
 
 def weight_penalty(weight: torch.Tensor) -> torch.Tensor:
-    r"""Return :math:`\|W W^\top\|_F^2` (equal to :math:`\|W^\top W\|_F^2`) for a 2-D map ``weight``."""
+    r"""Return :math:`\|W W^\top\|_F^2` (equal to :math:`\|W^\top W\|_F^2`) for a 2-D map ``weight``.
+
+    In the accumulation dtype, with ``W`` scaled to entries of magnitude at most 2 first, so
+    the value is infinite only if it exceeds that dtype.
+    """
     if weight.ndim != 2:
         raise ValueError(f"weight must be a 2-D (r, d) matrix, got shape {tuple(weight.shape)}")
+    w = weight.to(compute_dtype(weight.dtype))
+    scale = common_scale(w)
+    w = rescaled(w, scale, 4)  # the penalty is of degree 4 in W
     # Use the smaller Gram matrix: r x r or d x d.
-    gram = weight @ weight.T if weight.shape[0] <= weight.shape[1] else weight.T @ weight
-    return gram.square().sum()
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    return restored(gram.square().sum(), scale, 4)
 
 
 def linear_spectral_contrastive_loss(
@@ -36,12 +45,17 @@ def linear_spectral_contrastive_loss(
     ``validate_args=False`` skips the checks that read from the device (finite inputs).
     """
     distributed = should_gather(gather)
-    _check_pair(z1, z2, min_rows=1 if distributed else 2, finite=validate_args)
-    _check_reg(reg)
+    (z1, z2), _ = agreed_layout(lambda: _checked(z1, z2, reg, weight, distributed, validate_args),
+                                lambda pair: pair[0], "z1", gather)
+    dtype = compute_dtype(z1.dtype)
+    z1, z2 = z1.to(dtype), z2.to(dtype)
+    scale = common_scale(z1, z2)
+    if distributed:
+        scale = all_reduce_max(scale)  # one scale for the sums of every rank
+    z1, z2 = rescaled(z1, scale, 2), rescaled(z2, scale, 2)  # the loss is of degree 2 in the views
     pos_sum, sum1, sum2 = (z1 * z2).sum(), z1.sum(dim=0), z2.sum(dim=0)
     n: float | torch.Tensor = z1.shape[0]
     if distributed:  # one all-reduce (with gradient) of the additive sums
-        batch_layout(z1, "z1")  # every rank's width must agree before the sums are all-reduced
         count = torch.full((), float(z1.shape[0]), dtype=z1.dtype, device=z1.device)
         total = all_reduce_sum(torch.cat([torch.stack([count, pos_sum]), sum1, sum2]))
         n, pos_sum, (sum1, sum2) = total[0], total[1], total[2:].view(2, -1).unbind(0)
@@ -49,15 +63,23 @@ def linear_spectral_contrastive_loss(
             raise ValueError(f"views need at least 2 rows (pairs) over all ranks, got B={int(n)}")
     # Σ_{i≠j} <z1_i, z2_j> = <Σ_i z1_i, Σ_j z2_j> - Σ_i <z1_i, z2_i>: O(B·r), no B x B matrix.
     neg_sum = sum1 @ sum2 - pos_sum
-    loss = -pos_sum / n + neg_sum / (n * (n - 1))
+    loss = restored(-pos_sum / n + neg_sum / (n * (n - 1)), scale, 2)  # the loss of the unscaled rows
     if weight is not None:
-        if weight.ndim != 2 or weight.shape[0] != z1.shape[1]:
-            raise ValueError(
-                f"weight must be the (r, d) map with r = {z1.shape[1]} rows (the views' width), "
-                f"got shape {tuple(weight.shape)}"
-            )
         loss = loss + 0.5 * reg * weight_penalty(weight)
     return loss
+
+
+def _checked(z1: torch.Tensor, z2: torch.Tensor, reg: float, weight: torch.Tensor | None, distributed: bool,
+             validate_args: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The local checks: the views (one pair per shard is enough when gathering), ``reg`` and ``weight``."""
+    _check_pair(z1, z2, min_rows=1 if distributed else 2, finite=validate_args)
+    _check_reg(reg)
+    if weight is not None and (weight.ndim != 2 or weight.shape[0] != z1.shape[1]):
+        raise ValueError(
+            f"weight must be the (r, d) map with r = {z1.shape[1]} rows (the views' width), "
+            f"got shape {tuple(weight.shape)}"
+        )
+    return z1, z2
 
 
 class LinearSpectralContrastiveLoss(torch.nn.Module):

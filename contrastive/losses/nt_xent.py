@@ -8,7 +8,7 @@ import torch
 
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import EngineLoss, engine_options
-from contrastive.losses.supcon import multiview_loss
+from contrastive.losses.supcon import PositiveWeight, multiview_loss
 from contrastive.samplers import MemoryQueue
 
 Tensor = torch.Tensor
@@ -18,24 +18,27 @@ def nt_xent_loss(
     *views: Tensor,
     temperature: float | Tensor = 0.1,
     negatives: Tensor | MemoryQueue | None = None,
+    weights: Tensor | None = None,
     **options: Any,
 ) -> Tensor:
     """Return the NT-Xent loss of two or more ``views`` (each ``(B, D)``); see :class:`NTXentLoss`.
 
-    ``options`` are the :class:`~contrastive.losses.base.EngineOptions`.
+    ``weights`` ``(B,)``: per-sample weights of the mean. ``options`` are the
+    :class:`~contrastive.losses.base.EngineOptions`.
     """
-    return _nt_xent(views, temperature, negatives, engine_options(options))
+    return _nt_xent(views, temperature, negatives, engine_options(options), weights)
 
 
 def _nt_xent(views: tuple[Tensor, ...], temperature: float | Tensor, negatives: Tensor | MemoryQueue | None,
-             options: Any) -> Tensor:
+             options: Any, weights: Tensor | None = None, positive_weight: PositiveWeight | None = None
+             ) -> Tensor:
     """NT-Xent with checked options: SupCon with one label per sample."""
     if len(views) < 2:
         raise ValueError(
             f"nt_xent needs at least two views (the positives are the other views), got {len(views)}; "
             "for one view with class labels use supcon"
         )
-    return multiview_loss(views, None, temperature, None, "all", negatives, options)
+    return multiview_loss(views, None, temperature, None, "all", negatives, options, weights, positive_weight)
 
 
 class NTXentLoss(EngineLoss):
@@ -66,9 +69,10 @@ class NTXentLoss(EngineLoss):
     """
 
     def forward(
-        self, *views: Tensor, labels: Tensor | None = None, negatives: Tensor | MemoryQueue | None = None
+        self, *views: Tensor, labels: Tensor | None = None, negatives: Tensor | MemoryQueue | None = None,
+        weights: Tensor | None = None,
     ) -> Tensor:
-        """Return the loss of ``views`` (each ``(B, D)``), optionally with extra ``negatives``.
+        """Return the loss of ``views`` (each ``(B, D)``), optionally with extra ``negatives`` and ``weights`` ``(B,)``.
 
         ``labels`` is accepted for the common loss signature and must be ``None``:
         NT-Xent's positives are the other views of each sample; use ``supcon`` for classes.
@@ -78,7 +82,7 @@ class NTXentLoss(EngineLoss):
                 "labels must be None for nt_xent (its positives are the other views of the same sample); "
                 "use get_loss('supcon') to treat samples with one label as positives"
             )
-        return _nt_xent(views, self.temperature, negatives, self.options)
+        return _nt_xent(views, self.temperature, negatives, self.options, weights)
 
 
 @hookimpl

@@ -8,8 +8,10 @@ from typing import NamedTuple
 import torch
 
 from contrastive._validation import check_embeddings
-from contrastive.distributed import all_reduce_sum, batch_layout, check_gather, should_gather
+from contrastive.distributed import agreed_layout, all_reduce_max, all_reduce_sum, check_gather, should_gather
+from contrastive.engine.reference import compute_dtype
 from contrastive.hookspecs import Register, hookimpl
+from contrastive.losses.base import _times_power, common_scale, rescaled, restored, row_norms, unit_rows
 
 __all__ = [
     "SpectralContrastiveLoss",
@@ -45,20 +47,47 @@ class SpectralStatistics(NamedTuple):
 
 
 def clip_norm(z: torch.Tensor, mu: float) -> torch.Tensor:
-    """Rescale each row of ``z`` whose Euclidean norm exceeds ``sqrt(mu)`` down to norm ``sqrt(mu)``."""
+    """Rescale each row of ``z`` whose Euclidean norm exceeds ``sqrt(mu)`` down to norm ``sqrt(mu)``.
+
+    The norm is computed without overflow (:func:`~contrastive.losses.base.row_norms`), so a
+    row of any finite magnitude is clipped to ``sqrt(mu)``, never to zero.
+    """
     _check_mu(mu)
     radius = math.sqrt(mu)
-    # radius / max(||z||, radius) = min(1, radius / ||z||); no division by a zero norm.
-    return z * (radius / z.norm(dim=-1, keepdim=True).clamp_min(radius))
+    too_long = row_norms(z.detach()) > radius
+    return torch.where(too_long, radius * unit_rows(z), z)
 
 
 def spectral_statistics(
-    z1: torch.Tensor, z2: torch.Tensor, mu: float | None = None, validate_args: bool = True
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    mu: float | None = None,
+    validate_args: bool = True,
+    *,
+    scale: float | torch.Tensor = 1.0,
 ) -> SpectralStatistics:
-    """Return the additive statistics of the positive pairs ``(z1_i, z2_i)``, after the optional clip."""
+    """Return the additive statistics of the positive pairs ``(z1_i, z2_i)``, after the optional clip.
+
+    They are computed in the accumulation dtype (float32 for half-precision input). ``scale``
+    divides the rows first (after the clip): statistics of ``z / scale`` keep large inputs
+    from overflowing, and :func:`spectral_loss_from_statistics` with the same ``scale``
+    undoes it. Statistics meant to be added must share one ``scale``.
+    """
     _check_pair(z1, z2, min_rows=1, finite=validate_args)  # a shard may hold a single pair
+    z1, z2 = _prepared(z1, z2, mu)
+    return _statistics(z1 / scale, z2 / scale)
+
+
+def _prepared(z1: torch.Tensor, z2: torch.Tensor, mu: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cast to the accumulation dtype and apply the optional norm clip."""
+    dtype = compute_dtype(z1.dtype)
+    z1, z2 = z1.to(dtype), z2.to(dtype)
     if mu is not None:
         z1, z2 = clip_norm(z1, mu), clip_norm(z2, mu)
+    return z1, z2
+
+
+def _statistics(z1: torch.Tensor, z2: torch.Tensor) -> SpectralStatistics:
     pos = (z1 * z2).sum(dim=1)
     return SpectralStatistics(
         count=torch.tensor(float(z1.shape[0]), dtype=z1.dtype, device=z1.device),
@@ -83,21 +112,35 @@ def sum_across_ranks(stats: SpectralStatistics) -> SpectralStatistics:
     return SpectralStatistics(total[0], total[1], total[2], *total[3:].view(2, d, d).unbind(0))
 
 
-def spectral_loss_from_statistics(stats: SpectralStatistics, validate_args: bool = True) -> torch.Tensor:
+def spectral_loss_from_statistics(
+    stats: SpectralStatistics, validate_args: bool = True, *, scale: float | torch.Tensor = 1.0
+) -> torch.Tensor:
     """Combine (possibly summed) :class:`SpectralStatistics` into the spectral contrastive loss.
 
+    ``scale``: the statistics are of the rows divided by ``scale`` (see :func:`spectral_statistics`);
+    the loss of the unscaled rows is returned, infinite only if it exceeds the dtype.
     ``validate_args`` checks (reading the count from the device) that there are 2 pairs or more.
     """
-    n = stats.count
+    _check_count(stats.count, validate_args)
+    positive, negative = _terms(stats)
+    # c² (positive + c² negative): overflows only if the loss does (no inf - inf)
+    return _times_power(positive + _times_power(negative, scale, 2), scale, 2)
+
+
+def _check_count(n: torch.Tensor, validate_args: bool) -> None:
     if validate_args and float(n) < 2:
         raise ValueError(
             "the spectral contrastive loss needs at least 2 pairs for its negative term, "
             f"got count={float(n)}"
         )
+
+
+def _terms(stats: SpectralStatistics) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positive term (degree 2 in the rows) and the negative term (degree 4) of the loss."""
+    n = stats.count
     # Σ_{i,j} <z1_i, z2_j>² = ||Z1 Z2ᵀ||_F² = <Z1ᵀZ1, Z2ᵀZ2>_F; remove the i = j terms.
     all_pairs = (stats.gram1 * stats.gram2).sum()
-    negative = (all_pairs - stats.pos_sq_sum) / (n * (n - 1))
-    return -2.0 * stats.pos_sum / n + negative
+    return -2.0 * stats.pos_sum / n, (all_pairs - stats.pos_sq_sum) / (n * (n - 1))
 
 
 def spectral_contrastive_loss(
@@ -112,14 +155,24 @@ def spectral_contrastive_loss(
 
     ``validate_args=False`` skips the checks that read from the device (finite inputs).
     """
-    if not should_gather(gather):
-        _check_pair(z1, z2, finite=validate_args)  # two pairs: a shape, known in Python
-        stats = spectral_statistics(z1, z2, mu=mu, validate_args=validate_args)
-        return spectral_loss_from_statistics(stats, validate_args=False)
-    _check_pair(z1, z2, min_rows=1, finite=validate_args)  # the global batch needs two pairs: on the sums
-    batch_layout(z1, "z1")  # every rank's width must agree before the sums are all-reduced
-    stats = sum_across_ranks(spectral_statistics(z1, z2, mu=mu, validate_args=validate_args))
-    return spectral_loss_from_statistics(stats, validate_args=validate_args)
+    distributed = should_gather(gather)
+    # a shard may hold one pair; the global batch needs two (checked on the sums)
+    (z1, z2), _ = agreed_layout(lambda: _check_pair(z1, z2, min_rows=1 if distributed else 2, finite=validate_args),
+                                lambda pair: pair[0], "z1", gather)
+    z1, z2 = _prepared(z1, z2, mu)
+    scale = common_scale(z1, z2)
+    if distributed:
+        scale = all_reduce_max(scale)  # one scale for the statistics of every rank
+    # statistics of z / scale; the positive term is of degree 2, the negative of degree 4 (see rescaled)
+    a1, a2 = rescaled(z1, scale, 2), rescaled(z2, scale, 2)
+    b1, b2 = rescaled(z1, scale, 4), rescaled(z2, scale, 4)
+    stats = _statistics(b1, b2)._replace(pos_sum=(a1 * a2).sum())
+    if distributed:
+        stats = sum_across_ranks(stats)
+    _check_count(stats.count, validate_args and distributed)
+    positive, negative = _terms(stats)
+    # c² (positive + c² negative); rescaled() gave each term's inputs its own gradient factor
+    return restored(positive + restored(negative, scale, 2), scale, 2)
 
 
 class SpectralContrastiveLoss(torch.nn.Module):
@@ -187,7 +240,8 @@ def _two_views(
     return views[0], views[1]
 
 
-def _check_pair(z1: torch.Tensor, z2: torch.Tensor, min_rows: int = 2, finite: bool = True) -> None:
+def _check_pair(z1: torch.Tensor, z2: torch.Tensor, min_rows: int = 2, finite: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     check_embeddings(z1, "z1", finite)  # 2-D, floating, (finite: read from the device) finite
     check_embeddings(z2, "z2", finite)
     if z1.shape != z2.shape:
@@ -196,6 +250,7 @@ def _check_pair(z1: torch.Tensor, z2: torch.Tensor, min_rows: int = 2, finite: b
         )
     if z1.shape[0] < min_rows:
         raise ValueError(f"views need at least {min_rows} rows (pairs), got B={z1.shape[0]}")
+    return z1, z2
 
 
 def _check_mu(mu: float) -> None:

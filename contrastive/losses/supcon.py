@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from contrastive._validation import check_choice, check_finite_views, check_labels, check_temperature, check_views
+from contrastive.distributed import BatchLayout, agreed_layout
+from contrastive.engine import RowStats
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
     EngineLoss,
     EngineOptions,
     anchor_losses,
+    check_weights,
     engine_options,
     extra_negatives,
     mean_over_valid,
     multiview_stats,
     sample_labels,
     unit_rows,
-    world_layout,
 )
 from contrastive.samplers import MemoryQueue
 
 Tensor = torch.Tensor
+#: Maps (row statistics, temperature, batch layout) to a per-anchor factor of the positive term.
+PositiveWeight = Callable[[RowStats, "float | Tensor", BatchLayout], Tensor]
 CONTRAST_MODES = ("all", "one")
 
 
@@ -33,18 +38,20 @@ def supcon_loss(
     base_temperature: float | None = None,
     contrast_mode: str = "all",
     negatives: Tensor | MemoryQueue | None = None,
+    weights: Tensor | None = None,
     **options: Any,
 ) -> Tensor:
     """Return the SupCon loss of ``views`` (each ``(B, D)``) with ``labels`` ``(B,)`` (see SupConLoss).
 
-    ``options`` are the :class:`~contrastive.losses.base.EngineOptions` (``normalize``,
-    ``sampler``, ``backend``, ``block_size``, ``gather``, ``validate_args``).
+    ``weights`` ``(B,)``: per-sample weights of the mean. ``options`` are the
+    :class:`~contrastive.losses.base.EngineOptions` (``normalize``, ``sampler``, ``backend``,
+    ``block_size``, ``gather``, ``validate_args``, ``no_positive``, ``decoupled``).
     """
     check_choice(contrast_mode, "contrast_mode", CONTRAST_MODES)
     if base_temperature is not None:
         check_temperature(base_temperature, "base_temperature")
     return multiview_loss(views, labels, temperature, base_temperature, contrast_mode, negatives,
-                          engine_options(options))
+                          engine_options(options), weights)
 
 
 def multiview_loss(
@@ -55,32 +62,45 @@ def multiview_loss(
     contrast_mode: str,
     negatives: Tensor | MemoryQueue | None,
     options: EngineOptions,
+    weights: Tensor | None = None,
+    positive_weight: PositiveWeight | None = None,
 ) -> Tensor:
-    """SupCon over stacked views with checked ``options``: the body shared by supcon and nt_xent."""
+    """SupCon over stacked views with checked ``options``: the body shared by supcon, nt_xent and dcl.
+
+    ``weights`` ``(B,)`` weight each sample's anchors in the mean; ``positive_weight`` maps the
+    row statistics to a per-anchor factor of the positive term (DCLW).
+    """
     validate = options.validate_args
-    views = check_views(views, finite=False)
-    if validate:
-        check_temperature(temperature)
-    batch, device = views[0].shape[0], views[0].device
-    if labels is None and len(views) < 2:
-        raise ValueError(
-            "a single view needs labels=: without labels the positives are the other views "
-            f"of the same sample, and got {len(views)} view"
-        )
-    if labels is not None:
-        labels = check_labels(labels, batch).to(device)
-    layout = world_layout(views[0], "views", options.gather)
-    labels = sample_labels(labels, batch, device, layout)  # global ones when gathering
-    z = torch.cat(views)
-    if validate:
-        check_finite_views(z, len(views))
+
+    def check() -> tuple[list[Tensor], Tensor, Tensor | None, Tensor | None, Tensor | None]:
+        checked = check_views(views, finite=False)
+        if validate:
+            check_temperature(temperature)
+        if labels is None and len(checked) < 2:
+            raise ValueError(
+                "a single view needs labels=: without labels the positives are the other views "
+                f"of the same sample, and got {len(checked)} view"
+            )
+        given = None if labels is None else check_labels(labels, checked[0].shape[0]).to(checked[0].device)
+        z = torch.cat(checked)
+        if validate:
+            check_finite_views(z, len(checked))
+        return checked, z, given, extra_negatives(negatives, z, options), check_weights(
+            weights, checked[0].shape[0], validate)
+
+    (views, z, labels, extra, weights), layout = agreed_layout(check, lambda c: c[0][0], "views", options.gather)
+    batch = views[0].shape[0]
+    labels = sample_labels(labels, batch, z.device, layout)  # global ones when gathering
     if options.normalize:
         z = unit_rows(z)
-    extra = extra_negatives(negatives, z, options)
     anchors = None if contrast_mode == "all" else batch
     sampler = options.resolved_sampler
     stats = multiview_stats(z, labels, layout, len(views), anchors, extra, temperature, sampler, options)
-    loss = mean_over_valid(*anchor_losses(stats, sampler, temperature), layout, options)
+    factor = None if positive_weight is None else positive_weight(stats, temperature, layout)
+    losses, valid = anchor_losses(stats, sampler, temperature, decoupled=options.decoupled, positive_weight=factor)
+    if weights is not None:  # per sample: each of its anchors (every view, or the first)
+        weights = weights.repeat(len(views)) if anchors is None else weights
+    loss = mean_over_valid(losses, valid, layout, options, weights)
     if base_temperature is not None:
         loss = loss * (temperature / base_temperature)
     return loss
@@ -129,11 +149,12 @@ class SupConLoss(EngineLoss):
         self.contrast_mode = check_choice(contrast_mode, "contrast_mode", CONTRAST_MODES)
 
     def forward(
-        self, *views: Tensor, labels: Tensor | None = None, negatives: Tensor | MemoryQueue | None = None
+        self, *views: Tensor, labels: Tensor | None = None, negatives: Tensor | MemoryQueue | None = None,
+        weights: Tensor | None = None,
     ) -> Tensor:
-        """Return the loss of ``views`` (each ``(B, D)``) with optional ``labels`` ``(B,)``."""
+        """Return the loss of ``views`` (each ``(B, D)``) with optional ``labels`` and sample ``weights`` ``(B,)``."""
         return multiview_loss(views, labels, self.temperature, self.base_temperature, self.contrast_mode,
-                              negatives, self.options)
+                              negatives, self.options, weights)
 
 
 @hookimpl
