@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from contrastive.losses.base import unit_rows
 from contrastive.samplers import Sampler
 
 Tensor = torch.Tensor
@@ -16,6 +17,8 @@ Tensor = torch.Tensor
 
 class GoodLoss(torch.nn.Module):
     """Two-view NT-Xent, materialised, with input checks: passes the whole kit."""
+
+    normalize = True  # it L2-normalises (scale-safely), so the kit checks its scale invariance
 
     def __init__(self, temperature: float = 0.5) -> None:
         super().__init__()
@@ -29,12 +32,8 @@ class GoodLoss(torch.nn.Module):
             raise ValueError("views must have one shape")
 
     def logits(self, z1: Tensor, z2: Tensor) -> Tensor:
-        z = F.normalize(
-            torch.cat([z1, z2]).float()
-            if z1.dtype in (torch.float16, torch.bfloat16)
-            else torch.cat([z1, z2]),
-            dim=1,
-        )
+        z = torch.cat([z1, z2])
+        z = unit_rows(z.float() if z.dtype in (torch.float16, torch.bfloat16) else z)
         return (z @ z.T / self.temperature).fill_diagonal_(float("-inf"))
 
     def per_anchor(self, z1: Tensor, z2: Tensor) -> Tensor:
@@ -86,9 +85,26 @@ class HalfPrecisionOverflow(GoodLoss):
         return super().forward(z1 * 1e5, z2 * 1e5)
 
 
+class HalfPrecisionZeroRowNaN(GoodLoss):
+    """Normalises in the input dtype: fp16's eps (1e-12) underflows to 0, so a zero row is 0/0 = NaN."""
+
+    def logits(self, z1: Tensor, z2: Tensor) -> Tensor:
+        z = F.normalize(torch.cat([z1, z2]), dim=1).float()
+        return (z @ z.T / self.temperature).fill_diagonal_(float("-inf"))
+
+
+class ClaimsToNormalizeLoss(GoodLoss):
+    """Says ``normalize = True`` but uses raw inner products: the logits overflow at large scales."""
+
+    def logits(self, z1: Tensor, z2: Tensor) -> Tensor:
+        z = torch.cat([z1, z2])
+        z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+        return (z @ z.T / self.temperature).fill_diagonal_(float("-inf"))
+
+
 class PositionDependentLoss(GoodLoss):
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
-        return super().forward(z1, z2) + 0.01 * z1[0].norm()
+        return super().forward(z1, z2) + 0.01 * unit_rows(z1)[0, 0]  # scale invariant, not permutation
 
 
 class _ScaledGradient(torch.autograd.Function):
@@ -139,6 +155,8 @@ BROKEN_LOSSES = {
     OverflowsAtLowTemperature: "finite value and gradients at temperature=0.001",
     UnnormalisedLoss: "finite value and gradients at norms x10000",
     HalfPrecisionOverflow: "half precision",
+    HalfPrecisionZeroRowNaN: "a zero row in half precision is finite and close to float32",
+    ClaimsToNormalizeLoss: "invariant to the input scale when normalize=True",
     PositionDependentLoss: "invariant to jointly permuting samples",
     WrongGradientLoss: "autograd gradients equal finite differences",
     DtypeChangingLoss: "device and dtype follow the input",

@@ -260,3 +260,52 @@ def test_a_class_without_its_own_init_is_checked_without_options() -> None:
             return bp.GoodLoss(0.5)(z1, z2)
 
     check_loss(NoInit, max_examples=2)
+
+
+ZERO_ROW = "a zero row in half precision is finite and close to float32"
+SCALE = "invariant to the input scale when normalize=True"
+
+
+def test_a_zero_row_in_half_precision_must_give_a_finite_value_and_gradients() -> None:
+    with pytest.raises(ConformanceError, match=f"'{ZERO_ROW}'.*not finite"):
+        check_loss(bp.HalfPrecisionZeroRowNaN, max_examples=5)
+    assert ZERO_ROW in check_loss(bp.GoodLoss, max_examples=3).checked
+
+
+class _DoesNotNormalize(bp.ClaimsToNormalizeLoss):
+    normalize = False
+
+
+def test_a_loss_that_declares_normalize_must_be_scale_invariant_and_one_that_does_not_is_skipped() -> None:
+    with pytest.raises(ConformanceError, match=f"'{SCALE}'"):
+        check_loss(bp.ClaimsToNormalizeLoss, max_examples=5)
+    report = check_loss(_DoesNotNormalize, max_examples=3)  # the same loss, honest about it: no warning
+    assert report.skipped[SCALE].startswith("normalize=False")
+    report = check_loss(bp.GoodLoss, max_examples=3)
+    assert SCALE in report.checked and not report.skipped
+
+
+class _ScaleDependentDirection(bp.GoodLoss):
+    """Normalises, but its value also depends on the norm through a term that vanishes at unit scale."""
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return super().forward(z1, z2) + 1e-3 * torch.log1p(z1.double().norm()).to(z1.dtype)
+
+
+def test_the_scale_check_compares_values_not_only_finiteness() -> None:
+    with pytest.raises(ConformanceError, match=f"'{SCALE}'.*differs"):
+        check_loss(_ScaleDependentDirection, max_examples=5)
+
+
+@pytest.mark.parametrize("name", ["nt_xent", "supcon", "infonce", "clip", "spectral", "linear_spectral"])
+def test_builtin_losses_are_scale_checked_exactly_when_they_normalize(name: str) -> None:
+    report = check_loss(name, max_examples=2)
+    assert ZERO_ROW in report.checked
+    if name in ("spectral", "linear_spectral"):  # quadratic / linear in z: not scale invariant by definition
+        assert "no 'normalize' attribute" in report.skipped[SCALE]
+    else:
+        assert SCALE in report.checked
+        if name != "clip":  # an instance without hparams: its temperature checks are skipped, loudly
+            with pytest.warns(ConformanceWarning, match="temperature"):
+                report = check_loss(contrastive.get_loss(name, normalize=False), max_examples=1)
+            assert report.skipped[SCALE].startswith("normalize=False")

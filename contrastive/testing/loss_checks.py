@@ -11,6 +11,15 @@ error. The invariants:
 * finite value and gradients, also at extreme temperatures (1e-3 and 10), at large and
   tiny norms (x1e4, x1e-4) and in half precision (bf16, fp16; within 0.1 + 5 % of the
   float32 value);
+* a half-precision (fp16, bf16) view with an all-zero row gives a finite value and
+  finite gradients, within the same tolerance of the float32 value of that input;
+* a loss that normalises its inputs (its ``normalize`` attribute is ``True``, as for the
+  built-in engine losses by default) is scale invariant for every finite input its dtype
+  holds: views multiplied by powers of two whose squares overflow or underflow the dtype
+  (2^±70 in float32 and bfloat16, 2^±540 in float64, 2^±8 in float16) give the same
+  value and finite gradients scaled by the inverse factor. A loss without such an
+  attribute (e.g. ``spectral``, quadratic in the embeddings) or with ``normalize=False``
+  skips this check and says so in the report's ``skipped``;
 * invariant to permuting the samples of all views jointly;
 * autograd gradients equal finite differences in float64;
 * device and dtype follow the input (value and gradients);
@@ -147,6 +156,65 @@ def _half_precision(subject: Subject, n: int) -> None:
     check_property(subject, "half precision is finite and close to float32", strategy, check, n)
 
 
+def _zero_row(subject: Subject, n: int) -> None:
+    def check(example: tuple[list[Tensor], int, int, torch.dtype]) -> None:
+        views, which, row, dtype = example
+        half = [v.to(dtype) for v in views]
+        half[which][row % half[which].shape[0]] = 0
+        value, grads = _value_and_grads(subject.prototype, half)
+        _assert_finite(value, grads)
+        reference = subject.prototype(*[v.float() for v in half])
+        _assert_close(value, reference, rtol=0.05, atol=0.1, what=f"{dtype} value far from float32")
+
+    strategy = st.tuples(
+        _two_views(torch.float32, scale=1.0),
+        st.integers(0, 1),
+        st.integers(0, 63),
+        st.sampled_from([torch.float16, torch.bfloat16]),
+    )
+    check_property(subject, "a zero row in half precision is finite and close to float32", strategy, check, n)
+
+
+#: Per dtype, the exponent k of the factors 2^k and 2^-k of the scale check: the scaled views
+#: stay finite, their squares overflow (or underflow) the dtype; powers of two scale exactly.
+SCALE_EXPONENTS = {torch.float32: 70, torch.bfloat16: 70, torch.float64: 540, torch.float16: 8}
+SCALE_INVARIANCE = "invariant to the input scale when normalize=True"
+
+
+def _scale_invariance(subject: Subject, n: int) -> None:
+    normalize = getattr(subject.prototype, "normalize", None)
+    if normalize is not True:
+        subject.skip(
+            SCALE_INVARIANCE,
+            "normalize=False: the loss does not normalise its inputs"
+            if normalize is False
+            else "the loss has no 'normalize' attribute that is True, so it does not declare that it "
+            "normalises its inputs (losses such as 'spectral' are not scale invariant by definition)",
+        )
+        return
+
+    def one(views: list[Tensor], dtype: torch.dtype, factor: float) -> None:
+        scaled = [(v.double() * factor).to(dtype) for v in views]
+        base = [(s.double() / factor).to(dtype) for s in scaled]  # exact: the same directions
+        value, grads = _value_and_grads(subject.prototype, scaled)
+        _assert_finite(value, grads)
+        expected, expected_grads = _value_and_grads(subject.prototype, base)
+        rtol, atol = (0.05, 0.1) if dtype in (torch.float16, torch.bfloat16) else (1e-4, 1e-5)
+        _assert_close(value, expected, rtol, atol, f"{dtype} value at views x{factor:.3g} differs")
+        for i, (g, e) in enumerate(zip(grads, expected_grads, strict=True)):
+            peak = float(e.double().abs().max()) if e.numel() else 0.0
+            _assert_close(g.double() * factor, e, rtol, atol * max(1.0, peak),
+                          f"{dtype} gradient of view {i} at views x{factor:.3g} is not the unscaled one "
+                          "divided by the factor")
+
+    def check(views: list[Tensor]) -> None:
+        for dtype, k in SCALE_EXPONENTS.items():
+            for factor in (2.0**k, 2.0**-k):
+                one(views, dtype, factor)
+
+    check_property(subject, SCALE_INVARIANCE, _two_views(torch.float32, scale=1.0), check, n)
+
+
 def _permutation(subject: Subject, n: int) -> None:
     def check(example: tuple[list[Tensor], int]) -> None:
         views, seed = example
@@ -252,6 +320,8 @@ def check_loss(loss: Any, max_examples: int = DEFAULT_MAX_EXAMPLES) -> Conforman
     _more_views(subject)
     _finite(subject, max_examples)
     _half_precision(subject, max_examples)
+    _zero_row(subject, max_examples)
+    _scale_invariance(subject, max_examples)
     _permutation(subject, max_examples)
     _gradcheck(subject, max_examples)
     _device_and_dtype(subject, max_examples)

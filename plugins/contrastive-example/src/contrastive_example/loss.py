@@ -6,6 +6,20 @@ import torch
 import torch.nn.functional as F
 
 
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise the rows of ``x`` for every finite input; an all-zero row stays zero, with zero gradient.
+
+    Dividing by each row's largest magnitude first keeps the norm from overflowing (float32
+    rows of norm above ~1.8e19) or underflowing (``F.normalize``'s ``eps`` would then shrink
+    tiny rows instead of normalising them); a zero row has no direction and would otherwise get
+    a gradient of 1/eps = 1e12, which is Inf once cast back to float16.
+    """
+    peak = x.abs().amax(dim=1, keepdim=True)
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    return F.normalize(torch.where(peak > 0, x / peak.clamp_min(torch.finfo(x.dtype).tiny), zero), dim=1)
+
+
+
 class AlignUniformLoss(torch.nn.Module):
     r"""Alignment plus weighted uniformity on the unit sphere (Wang & Isola, ICML 2020).
 
@@ -20,6 +34,10 @@ class AlignUniformLoss(torch.nn.Module):
         t: scale of the Gaussian potential in the uniformity term (2 in the paper).
         weight: :math:`\lambda`, the weight of the uniformity term.
     """
+
+    #: The views are L2-normalised first (the loss lives on the unit sphere), so the loss is
+    #: invariant to their scale; the conformance kit checks that when this is True.
+    normalize = True
 
     def __init__(self, alpha: float = 2.0, t: float = 2.0, weight: float = 1.0) -> None:
         super().__init__()
@@ -43,7 +61,7 @@ class AlignUniformLoss(torch.nn.Module):
             raise ValueError("views: embeddings contain NaN or Inf")
         dtype = views[0].dtype
         work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype  # pdist needs float32+
-        z = [F.normalize(v.to(work), dim=1) for v in views]
+        z = [unit_rows(v.to(work)) for v in views]
         align = torch.stack(
             [(a - b).norm(dim=1).pow(self.alpha).mean() for a, b in zip(z[:-1], z[1:], strict=True)]
         ).mean()

@@ -28,6 +28,19 @@ Tensor = torch.Tensor
 _HALF = (torch.float16, torch.bfloat16)
 
 
+def unit_rows(x: Tensor) -> Tensor:
+    """L2-normalise the rows of ``x`` for every finite input; an all-zero row stays zero, with zero gradient.
+
+    Dividing by each row's largest magnitude first keeps the norm from overflowing (float32
+    rows of norm above ~1.8e19) or underflowing (``F.normalize``'s ``eps`` would then shrink
+    tiny rows instead of normalising them); a zero row has no direction and would otherwise get
+    a gradient of 1/eps = 1e12, which is Inf once cast back to float16.
+    """
+    peak = x.abs().amax(dim=1, keepdim=True)
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    return F.normalize(torch.where(peak > 0, x / peak.clamp_min(torch.finfo(x.dtype).tiny), zero), dim=1)
+
+
 class _PairSoftplusSum(torch.autograd.Function):
     """``S = Σ_ij softplus(t·<x_i, y_j> + b)`` without the B x B matrix."""
 
@@ -89,7 +102,7 @@ def siglip_loss(
     work = torch.float32 if dtype in _HALF else dtype
     x, y = x.to(work), y.to(work)
     if normalize:
-        x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
+        x, y = unit_rows(x), unit_rows(y)
     scale = torch.as_tensor(logit_scale, dtype=work, device=x.device).reshape(())
     bias = torch.as_tensor(logit_bias, dtype=work, device=x.device).reshape(())
     pair_sum = _PairSoftplusSum.apply(x, y, scale, bias, block_size)
