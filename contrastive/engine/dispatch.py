@@ -132,13 +132,19 @@ def _check_values(anchor_index: Tensor | None, num_candidates: int, temperature:
         check_inverse_temperature(float(temperature.detach()), anchors_dtype)
 
 
+#: 1/τ may be at most the accumulation dtype's largest value over this: sums of up to 2^32
+#: similarities (a positive sum over many rows) then stay finite.
+INVERSE_TEMPERATURE_HEADROOM = 2.0**32
+
+
 def check_inverse_temperature(temperature: float, dtype: torch.dtype) -> None:
-    """Raise ValueError when 1/τ overflows the accumulation dtype of ``dtype`` inputs (a Python check)."""
-    largest = torch.finfo(compute_dtype(dtype)).max
+    """Raise ValueError when 1/τ comes within 2^32 of overflowing the accumulation dtype (a Python check)."""
+    largest = torch.finfo(compute_dtype(dtype)).max / INVERSE_TEMPERATURE_HEADROOM
     if 1.0 / temperature > largest:
         raise ValueError(
             f"temperature={temperature!r} is too small: 1/temperature overflows {compute_dtype(dtype)} "
-            f"(the accumulation dtype of {dtype} inputs); use a temperature of at least {1.0 / largest:.3g}"
+            f"(the accumulation dtype of {dtype} inputs) in sums of similarities; use a temperature of "
+            f"at least {1.0 / largest:.3g}"
         )
 
 

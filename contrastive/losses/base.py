@@ -100,6 +100,17 @@ class EngineOptions:
         """The sampler instance."""
         return self._resolved
 
+    def rows_dtype(self, x: Tensor) -> torch.dtype:
+        """The dtype of the normalised rows handed to the engine for inputs ``x``.
+
+        The input's on the Triton path (its kernels read half precision and accumulate in
+        float32); else the accumulation dtype, which the chunked engine computes in anyway,
+        so that the gradient with respect to the rows (about 1/τ) cannot overflow float16.
+        """
+        if resolve_backend(self.backend, x.device, x.dtype) == "triton":
+            return x.dtype
+        return compute_dtype(x.dtype)
+
     def engine(self, sampler: Any | None = None) -> dict[str, Any]:
         """Keyword arguments of :func:`~contrastive.engine.row_stats` for these options and ``sampler``."""
         sampler = self._resolved if sampler is None else sampler
@@ -239,15 +250,16 @@ def _peak_scaled(x: Tensor) -> tuple[Tensor, Tensor]:
     return peak, torch.where(peak > 0, xc / peak.clamp_min(torch.finfo(dtype).tiny), zero)
 
 
-def unit_rows(x: Tensor) -> Tensor:
+def unit_rows(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """L2-normalise the rows of ``x`` for every finite input its dtype can hold; zero rows stay zero.
 
     The rows are first divided by their largest magnitude, so the norm neither overflows (fp32
     rows of norm above ~1.8e19, fp16 above 65,504) nor underflows, and the division runs in the
     accumulation dtype (fp16's ``eps`` would otherwise underflow and make a zero row NaN). A
-    zero row has no direction: it stays zero and gets a zero gradient. The result has ``x``'s dtype.
+    zero row has no direction: it stays zero and gets a zero gradient. The result has ``dtype``
+    (default: ``x``'s).
     """
-    return F.normalize(_peak_scaled(x)[1], dim=1).to(x.dtype)
+    return F.normalize(_peak_scaled(x)[1], dim=1).to(x.dtype if dtype is None else dtype)
 
 
 def row_norms(x: Tensor) -> Tensor:
@@ -341,7 +353,7 @@ def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, option
     if negatives.shape[0] == 0:
         return None
     negatives = negatives.to(dtype=like.dtype, device=like.device)
-    return unit_rows(negatives) if options.normalize else negatives
+    return unit_rows(negatives, options.rows_dtype(like)) if options.normalize else negatives
 
 
 def dense_labels(labels: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ from contrastive._call_styles import logit_scale_as_labels
 from contrastive._validation import check_embeddings, check_labels, check_temperature
 from contrastive.distributed import agreed_layout, all_gather_rows
 from contrastive.engine import dual_row_stats, row_stats
+from contrastive.engine.dispatch import INVERSE_TEMPERATURE_HEADROOM
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
     EngineLoss,
@@ -26,8 +27,9 @@ from contrastive.losses.base import (
 )
 
 Tensor = torch.Tensor
-#: Largest log scale whose multiplier e^θ is a finite float32.
-MAX_LOG_SCALE = math.log(torch.finfo(torch.float32).max)
+#: Largest |θ|: the multiplier e^θ stays within the engine's bound on 1/τ in float32
+#: (:data:`~contrastive.engine.dispatch.INVERSE_TEMPERATURE_HEADROOM`), ~66.5.
+MAX_LOG_SCALE = math.log(torch.finfo(torch.float32).max / INVERSE_TEMPERATURE_HEADROOM)
 
 
 def _check_logit_scale(logit_scale: object, validate_args: bool) -> None:
@@ -42,10 +44,10 @@ def _check_logit_scale(logit_scale: object, validate_args: bool) -> None:
         value = float(logit_scale)
     else:
         raise ValueError(f"logit_scale must be a float or a scalar tensor (θ = log of 1/τ), got {logit_scale!r}")
-    if not (math.isfinite(value) and value < MAX_LOG_SCALE):
+    if not (math.isfinite(value) and abs(value) < MAX_LOG_SCALE):
         raise ValueError(
-            f"logit_scale is θ, the log of the multiplier 1/τ = e^θ, and must be finite and below "
-            f"{MAX_LOG_SCALE:.2f}; got {value!r}"
+            f"logit_scale is θ, the log of the multiplier 1/τ = e^θ, and must be finite and within "
+            f"±{MAX_LOG_SCALE:.2f} (so that e^θ and e^-θ are finite); got {value!r}"
         )
 
 
@@ -97,7 +99,7 @@ def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, 
     candidate_labels = sample_labels(given, batch, image.device, layout)
     anchor_labels = candidate_labels[layout.offset : layout.offset + batch]
     if options.normalize:
-        image, text = unit_rows(image), unit_rows(text)
+        image, text = (unit_rows(x, options.rows_dtype(x)) for x in (image, text))
     sampler = options.resolved_sampler
     engine = {"temperature": temperature, **options.engine(sampler)}
     if layout.world_size == 1:  # both directions of one similarity matrix: one pass over its tiles

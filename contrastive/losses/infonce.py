@@ -85,7 +85,7 @@ def _infonce(query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None,
         raise ValueError("query must hold at least one sample, got batch size 0")
     batch = query.shape[0]
     if options.normalize:
-        query, key = unit_rows(query), unit_rows(key)
+        query, key = (unit_rows(x, options.rows_dtype(x)) for x in (query, key))
     labels = torch.arange(batch, device=query.device)
     sampler = options.resolved_sampler
     engine = {"temperature": temperature, **options.engine(sampler)}

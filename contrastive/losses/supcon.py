@@ -92,7 +92,7 @@ def multiview_loss(
     batch = views[0].shape[0]
     labels = sample_labels(labels, batch, z.device, layout)  # global ones when gathering
     if options.normalize:
-        z = unit_rows(z)
+        z = unit_rows(z, options.rows_dtype(z))
     anchors = None if contrast_mode == "all" else batch
     sampler = options.resolved_sampler
     stats = multiview_stats(z, labels, layout, len(views), anchors, extra, temperature, sampler, options)
