@@ -81,11 +81,14 @@ def check_labels(labels: object, batch_size: int, name: str = "labels") -> Tenso
     return labels.long()
 
 
-def check_temperature(temperature: object, name: str = "temperature") -> None:
-    """Raise ValueError unless ``temperature`` is a finite positive real number or scalar tensor/array.
+def check_temperature(temperature: object, name: str = "temperature") -> Tensor | float:
+    """Return ``temperature`` (a tensor as it is, anything else as a Python float) if it is valid.
 
-    Any real number type (``float``, ``int``, ``numpy.float32``, ...), 0-d NumPy arrays and
-    one-element tensors are accepted; a tensor's value is read from the device.
+    Raise ValueError unless it is a finite positive real number or scalar tensor/array. Any real
+    number type (``float``, ``int``, ``numpy.float32``, ...), 0-d NumPy arrays and one-element
+    tensors are accepted; a tensor's value is read from the device. The float return keeps
+    NumPy scalars out of the arithmetic, where they would compute (and overflow) in their own
+    precision.
     """
     if isinstance(temperature, Tensor):
         if temperature.numel() != 1:
@@ -100,6 +103,7 @@ def check_temperature(temperature: object, name: str = "temperature") -> None:
         raise ValueError(f"{name} must be a positive float or a scalar tensor, got {temperature!r}")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return temperature if isinstance(temperature, Tensor) else value
 
 
 def check_unit_interval(value: object, name: str) -> float:

@@ -70,7 +70,7 @@ def dense_multiview(views: list[Tensor], labels: Tensor | None, t: float, decoup
 
 
 def lightly_dclw_paper_form(z0: Tensor, z1: Tensor, t: float, sigma: float | None) -> Tensor:
-    """lightly's DCLLoss/DCLWLoss with its negative terms in one log-sum-exp (paper Eq. 6, lightly PR #1826)."""
+    """lightly's DCLLoss/DCLWLoss (1.6.0): one log-sum-exp over all negatives (paper Eq. 6)."""
     a, b = Fn.normalize(z0, dim=1), Fn.normalize(z1, dim=1)
 
     def one_way(a: Tensor, b: Tensor) -> Tensor:
@@ -118,8 +118,8 @@ def test_dcl_and_dclw_equal_lightlys_formulas_in_the_papers_form(backend: str, b
     _assert_same(loss, lambda a, b: lightly_dclw_paper_form(a, b, t, sigma), xs)
 
 
-def test_lightlys_current_dcl_differs_by_its_two_log_sum_exps() -> None:
-    """The documented convention difference: lightly sums two log-sum-exps where the paper takes one."""
+def test_lightlys_earlier_dcl_differs_by_its_two_log_sum_exps() -> None:
+    """lightly before its PR #1826 fix summed two log-sum-exps where the paper takes one."""
     z0, z1 = _data(0, 6, 4, 2)
     a, b = Fn.normalize(z0, dim=1), Fn.normalize(z1, dim=1)
     eye = torch.eye(6, dtype=torch.bool)
@@ -129,10 +129,10 @@ def test_lightlys_current_dcl_differs_by_its_two_log_sum_exps() -> None:
         return (-s01[eye] + torch.logsumexp(s00[~eye].view(6, -1), 1)
                 + torch.logsumexp(s01[~eye].view(6, -1), 1)).mean()
 
-    lightly_today = (two_lse(a, b) + two_lse(b, a)) / 2
+    lightly_before = (two_lse(a, b) + two_lse(b, a)) / 2
     ours = F.dcl(z0, z1, temperature=0.1)
     torch.testing.assert_close(ours, lightly_dclw_paper_form(z0, z1, 0.1, None))
-    assert not torch.allclose(ours, lightly_today)
+    assert not torch.allclose(ours, lightly_before)
 
 
 @pytest.mark.parametrize("sampler", [{"name": "hard", "beta": 0.8, "tau_plus": 0.1},

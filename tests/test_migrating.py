@@ -11,6 +11,7 @@ such function says so. The differences the guide states are asserted as measured
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -264,6 +265,17 @@ def test_lightly_nt_xent_equals_ours() -> None:
     ntx = pytest.importorskip("lightly.loss.ntx_ent_loss")
     z1, z2 = _views(2)
     assert _close(cl.get_loss("nt_xent", temperature=0.5)(z1, z2), ntx.NTXentLoss(temperature=0.5)(z1, z2))
+
+
+@pytest.mark.parametrize("sigma", [None, 0.5], ids=["DCLLoss", "DCLWLoss"])
+def test_lightly_dcl_and_dclw_equal_ours(sigma: float | None) -> None:
+    dcl = pytest.importorskip("lightly.loss.dcl_loss")  # 1.6.0: one log-sum-exp over all negatives
+    z1, z2 = _views(2, seed=4)
+    theirs = dcl.DCLLoss(temperature=0.2) if sigma is None else dcl.DCLWLoss(temperature=0.2, sigma=sigma)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # lightly copy-constructs its weights with torch.tensor
+        expected = theirs(z1, z2)
+    assert _close(cl.get_loss("dcl", temperature=0.2, weight_sigma=sigma)(z1, z2), expected)
 
 
 def test_lightly_memory_bank_loss_is_infonce_against_the_bank() -> None:

@@ -184,8 +184,8 @@ def _similarity_bound(
 def _prepare(
     anchors: Tensor, candidates: Tensor | None, anchor_labels: Tensor | None, candidate_labels: Tensor | None,
     anchor_index: Tensor | None, temperature: float | Tensor, exponents: Sequence[float], validate_args: bool,
-) -> tuple[Tensor, Tensor, tuple[float, ...]]:
-    """Defaults and checks shared by both entry points; return the labels and the exponents as floats."""
+) -> tuple[Tensor, Tensor, tuple[float, ...], float | Tensor]:
+    """Defaults and checks shared by both entry points; return the labels, the exponents and τ as floats."""
     if anchor_labels is None:
         anchor_labels = torch.arange(anchors.shape[0], device=anchors.device)
     if candidate_labels is None:
@@ -193,12 +193,12 @@ def _prepare(
     exponents = tuple(float(g) for g in exponents)
     _check_shapes(anchors, candidates, anchor_labels, candidate_labels, anchor_index, exponents)
     if not isinstance(temperature, Tensor):
-        check_temperature(temperature)
-        check_inverse_temperature(float(temperature), anchors.dtype)
+        temperature = check_temperature(temperature)
+        check_inverse_temperature(temperature, anchors.dtype)
     if validate_args:
         _check_values(anchor_index, (anchors if candidates is None else candidates).shape[0], temperature,
                       anchors.dtype)
-    return anchor_labels, candidate_labels, exponents
+    return anchor_labels, candidate_labels, exponents, temperature
 
 
 def _term_spec(
@@ -246,7 +246,7 @@ def row_stats(
             "candidates=None means the anchors against themselves (own column excluded): "
             "candidate_labels and anchor_index must then be None"
         )
-    anchor_labels, candidate_labels, exponents = _prepare(
+    anchor_labels, candidate_labels, exponents, temperature = _prepare(
         anchors, candidates, anchor_labels, candidate_labels, anchor_index, temperature, exponents, validate_args
     )
     other = anchors if symmetric else candidates
@@ -337,7 +337,7 @@ def dual_row_stats(
     with the roles swapped), but each tile is formed once for both directions and one
     backward serves both. Options as in :func:`row_stats`.
     """
-    anchor_labels, candidate_labels, exponents = _prepare(
+    anchor_labels, candidate_labels, exponents, temperature = _prepare(
         anchors, candidates, anchor_labels, candidate_labels, None, temperature, exponents, validate_args
     )
     structure = LabelStructure.of(anchor_labels, candidate_labels, None)

@@ -297,7 +297,7 @@ class _Rescaled(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]  # noqa: ANN001, ANN205, D102
         (scale,) = ctx.saved_tensors
-        return grad * scale ** (ctx.power - 1), None, None
+        return _times_power(grad, scale, ctx.power - 1), None, None  # factor by factor: 0 stays 0
 
 
 class _Restored(torch.autograd.Function):
@@ -458,8 +458,7 @@ class EngineLoss(torch.nn.Module):
                                      decoupled)
         self.sampler = self.options.resolved_sampler
         if temperature is not None:
-            check_temperature(temperature)
-            self.temperature = temperature
+            self.temperature = check_temperature(temperature)
 
     @property
     def normalize(self) -> bool:

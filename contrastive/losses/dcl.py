@@ -105,11 +105,11 @@ class DCLLoss(EngineLoss):
     ``weight_sigma`` is None. Samplers replace the sum over negatives as in the other
     losses; ``negatives`` and ``weights`` are as in :class:`~contrastive.NTXentLoss`.
 
-    **Versus lightly.** lightly's ``DCLLoss`` adds two log-sum-exps, one over the anchor's
-    own view and one over the other view, where the paper (and this loss) takes one
-    log-sum-exp over all negatives (lightly-ai/lightly PR #1826 proposes the same fix);
-    with the paper's form, the values are equal. The positive weights are lightly's
-    ``negative_mises_fisher_weights`` (constants, no gradient).
+    **Versus lightly.** The values equal lightly's ``DCLLoss`` and ``DCLWLoss`` (1.6.0) for
+    two views, the weights being its ``negative_mises_fisher_weights`` (constants, no
+    gradient). Earlier lightly releases added two log-sum-exps, one over the anchor's own
+    view and one over the other, where the paper takes one over all negatives (fixed after
+    lightly-ai/lightly PR #1826); this loss follows the paper.
 
     The remaining keyword options are the :class:`~contrastive.losses.base.EngineOptions`
     (``decoupled`` is always True).

@@ -69,6 +69,9 @@ def _infonce(query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None,
              in_batch_negatives: bool, options: EngineOptions, label_smoothing: float = 0.0,
              weights: Tensor | None = None) -> Tensor:
     """InfoNCE with checked options."""
+    if not isinstance(temperature, Tensor):  # a Python float from here on (NumPy scalars too)
+        temperature = check_temperature(temperature)
+
     def check() -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         q, k = _check_pair(query, key, options.validate_args)
         if options.validate_args:

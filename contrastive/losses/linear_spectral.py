@@ -53,17 +53,21 @@ def linear_spectral_contrastive_loss(
     if distributed:
         scale = all_reduce_max(scale)  # one scale for the sums of every rank
     z1, z2 = rescaled(z1, scale, 2), rescaled(z2, scale, 2)  # the loss is of degree 2 in the views
-    pos_sum, sum1, sum2 = (z1 * z2).sum(), z1.sum(dim=0), z2.sum(dim=0)
+    # -pos/B + (Σ_i z1_i · Σ_j z2_j - pos)/(B(B-1)) = -Σ_i (z1_i - m1)·(z2_i - m2)/(B-1), m the means:
+    # the centred form cancels exactly where the terms do (identical rows give 0, not ±inf).
     n: float | torch.Tensor = z1.shape[0]
-    if distributed:  # one all-reduce (with gradient) of the additive sums
-        count = torch.full((), float(z1.shape[0]), dtype=z1.dtype, device=z1.device)
-        total = all_reduce_sum(torch.cat([torch.stack([count, pos_sum]), sum1, sum2]))
-        n, pos_sum, (sum1, sum2) = total[0], total[1], total[2:].view(2, -1).unbind(0)
+    sums = torch.stack([z1.sum(dim=0), z2.sum(dim=0)])
+    if distributed:  # the global means first, then the centred sum: two all-reduces with gradient
+        count = torch.full((1,), float(z1.shape[0]), dtype=z1.dtype, device=z1.device)
+        total = all_reduce_sum(torch.cat([count, sums.flatten()]))
+        n, sums = total[0], total[1:].view(2, -1)
         if validate_args and float(n) < 2:
             raise ValueError(f"views need at least 2 rows (pairs) over all ranks, got B={int(n)}")
-    # Σ_{i≠j} <z1_i, z2_j> = <Σ_i z1_i, Σ_j z2_j> - Σ_i <z1_i, z2_i>: O(B·r), no B x B matrix.
-    neg_sum = sum1 @ sum2 - pos_sum
-    loss = restored(-pos_sum / n + neg_sum / (n * (n - 1)), scale, 2)  # the loss of the unscaled rows
+    means = sums / n
+    centred = ((z1 - means[0]) * (z2 - means[1])).sum()
+    if distributed:
+        centred = all_reduce_sum(centred)
+    loss = restored(-centred / (n - 1), scale, 2)  # the loss of the unscaled rows
     if weight is not None:
         loss = loss + 0.5 * reg * weight_penalty(weight)
     return loss
@@ -106,13 +110,14 @@ class LinearSpectralContrastiveLoss(torch.nn.Module):
 
     The penalty needs the map: call ``loss(z1, z2, weight=W)`` (for an
     ``nn.Linear`` encoder, ``weight=encoder.weight``). Without ``weight`` only
-    the first two (contrastive) terms are returned. Both sums are O(B·r);
-    no B x B matrix is formed.
+    the first two (contrastive) terms are returned. They equal
+    :math:`-\frac{1}{B-1}\sum_i \langle z^{(1)}_i - \bar z^{(1)}, z^{(2)}_i - \bar z^{(2)}\rangle`
+    (minus the trace of the views' cross-covariance), which is how they are computed: in
+    O(B·r), with no B x B matrix, and without the cancellation of the two sums.
 
     **Distributed** (``gather``, see :mod:`contrastive.distributed`): nothing is
-    gathered; the sums :math:`B`, :math:`\sum_i\langle z^{(1)}_i, z^{(2)}_i\rangle`,
-    :math:`\sum_i z^{(1)}_i` and :math:`\sum_i z^{(2)}_i` are all-reduced with gradient and
-    every rank returns the loss :math:`\mathcal{L}` of the global batch (the penalty
+    gathered; :math:`B` and the sums :math:`\sum_i z^{(1)}_i`, :math:`\sum_i z^{(2)}_i` are
+    all-reduced with gradient, then the centred sum, and every rank returns the loss :math:`\mathcal{L}` of the global batch (the penalty
     included, once). Each rank receives :math:`W\,\partial\mathcal{L}/\partial z_r` for its
     own rows and the penalty's gradient for the replicated map, so DDP's gradient
     averaging gives the exact gradient of the global batch. Local batch sizes may differ.

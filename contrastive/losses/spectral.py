@@ -87,6 +87,16 @@ def _prepared(z1: torch.Tensor, z2: torch.Tensor, mu: float | None) -> tuple[tor
     return z1, z2
 
 
+def _clipped(w: torch.Tensor, z: torch.Tensor, mu: float | None, scale: torch.Tensor) -> torch.Tensor:
+    """The norm clip of ``z`` applied to ``w = z / scale``: rows of ``z`` longer than √mu get norm √mu / scale."""
+    if mu is None:
+        return w
+    too_long = row_norms(z.detach()) > math.sqrt(mu)
+    # √mu / scale is at most ~2√D where a row is clipped (scale bounds the clipped entries); 0 elsewhere
+    factor = torch.where(too_long, math.sqrt(mu) / scale, torch.zeros_like(scale))
+    return torch.where(too_long, factor * unit_rows(w), w)
+
+
 def _statistics(z1: torch.Tensor, z2: torch.Tensor) -> SpectralStatistics:
     pos = (z1 * z2).sum(dim=1)
     return SpectralStatistics(
@@ -159,13 +169,14 @@ def spectral_contrastive_loss(
     # a shard may hold one pair; the global batch needs two (checked on the sums)
     (z1, z2), _ = agreed_layout(lambda: _check_pair(z1, z2, min_rows=1 if distributed else 2, finite=validate_args),
                                 lambda pair: pair[0], "z1", gather)
-    z1, z2 = _prepared(z1, z2, mu)
-    scale = common_scale(z1, z2)
+    z1, z2 = _prepared(z1, z2, None)
+    scale = common_scale(*_prepared(z1.detach(), z2.detach(), mu))  # of the clipped rows
     if distributed:
         scale = all_reduce_max(scale)  # one scale for the statistics of every rank
-    # statistics of z / scale; the positive term is of degree 2, the negative of degree 4 (see rescaled)
-    a1, a2 = rescaled(z1, scale, 2), rescaled(z2, scale, 2)
-    b1, b2 = rescaled(z1, scale, 4), rescaled(z2, scale, 4)
+    # statistics of the clipped rows / scale; the positive term is of degree 2, the negative of
+    # degree 4 (see rescaled); the clip acts on the scaled rows, so its backward sees small gradients
+    a1, a2 = (_clipped(rescaled(z, scale, 2), z, mu, scale) for z in (z1, z2))
+    b1, b2 = (_clipped(rescaled(z, scale, 4), z, mu, scale) for z in (z1, z2))
     stats = _statistics(b1, b2)._replace(pos_sum=(a1 * a2).sum())
     if distributed:
         stats = sum_across_ranks(stats)

@@ -71,6 +71,8 @@ def multiview_loss(
     row statistics to a per-anchor factor of the positive term (DCLW).
     """
     validate = options.validate_args
+    if not isinstance(temperature, Tensor):  # a Python float from here on (NumPy scalars too)
+        temperature = check_temperature(temperature)
 
     def check() -> tuple[list[Tensor], Tensor, Tensor | None, Tensor | None, Tensor | None]:
         checked = check_views(views, finite=False)
