@@ -381,8 +381,11 @@ def _joined(stats: RowStats, joint: bool) -> RowStats:
     """Return ``stats`` in joint form (``all_lse`` from ``neg_lse`` and ``pos_lse``) when ``joint``."""
     if not joint:
         return stats
-    return stats._replace(neg_lse=None, pos_lse=None,
-                          all_lse=torch.logaddexp(stats.neg_lse_at(1.0), stats.pos_lse))
+    neg, pos = stats.neg_lse_at(1.0), stats.pos_lse
+    # a line with no candidate at all stays -inf with a zero (not NaN) gradient
+    empty = torch.isneginf(neg) & torch.isneginf(pos)
+    joined = torch.logaddexp(torch.where(empty, torch.zeros((), dtype=neg.dtype, device=neg.device), neg), pos)
+    return stats._replace(neg_lse=None, pos_lse=None, all_lse=torch.where(empty, neg, joined))
 
 
 def dual_row_stats(

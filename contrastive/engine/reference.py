@@ -49,7 +49,7 @@ def reference_row_stats(
     exponents: Sequence[float] = (1.0,),
     positive_weighting: str = "binary",
 ) -> RowStats:
-    """Compute :class:`RowStats` (every field, ``all_lse`` too) by materialising ``s = anchors · candidatesᵀ / τ``.
+    r"""Compute :class:`RowStats` (every field, ``all_lse`` too) by materialising ``s = anchors · candidatesᵀ / τ``.
 
     Labels ``(M,)``/``(N,)`` are integer classes; ``(M, K)``/``(N, K)`` are multi-hot rows
     (nonzero: the sample has that label), for which j is a positive of i when they share a
