@@ -251,7 +251,7 @@ def row_stats(
     positive, one sharing none a negative, and the anchor's own column is in neither (a row
     without labels has no positive). ``positive_weighting="jaccard"`` then weights positive j
     of anchor i by :math:`|A_i \cap A_j| / |A_i \cup A_j|` in ``pos_sum`` and reports the
-    weights' sums in ``pos_weight`` (see :mod:`contrastive.engine.multilabel`); integer labels
+    weights' sums in ``pos_weight`` (see ``contrastive.engine.multilabel``); integer labels
     ignore it (two samples of one class share their one label fully).
 
     ``joint=True`` computes only ``all_lse`` (every candidate but the anchor itself, the
