@@ -328,12 +328,13 @@ def _multilabel_row_stats(
         if symmetric:
             out = SymmetricTritonRowStats.apply(anchors, a_bits, inv_tau, split, block)
         else:
-            out = TritonRowStats.apply(anchors, candidates, a_bits, pack_bits(candidate_labels), index, inv_tau,
-                                       split, block)
+            c_bits = pack_bits(candidate_labels)
+            out = TritonRowStats.apply(anchors, candidates, a_bits, c_bits, index, inv_tau, split, block)
         neg_lse, pos_lse, pos_sum = out
         if weighting != "binary":  # the kernels sum the positives unweighted
             pos_sum = structure.positive_sums(anchors, other, inv_tau)
-        return _joined(RowStats(neg_lse, pos_lse, pos_sum, pos_count, neg_count, split, None, pos_weight), joint)
+        stats = RowStats(neg_lse, pos_lse, pos_sum, pos_count, neg_count, split, None, pos_weight)
+        return _joined(stats, joint)
     self_col = None if symmetric else index
     if joint and dense_fits(block, m, n):
         spec = TermSpec(exponents, joint, False)
@@ -384,7 +385,8 @@ def _joined(stats: RowStats, joint: bool) -> RowStats:
     neg, pos = stats.neg_lse_at(1.0), stats.pos_lse
     # a line with no candidate at all stays -inf with a zero (not NaN) gradient
     empty = torch.isneginf(neg) & torch.isneginf(pos)
-    joined = torch.logaddexp(torch.where(empty, torch.zeros((), dtype=neg.dtype, device=neg.device), neg), pos)
+    zero = torch.zeros((), dtype=neg.dtype, device=neg.device)
+    joined = torch.logaddexp(torch.where(empty, zero, neg), pos)
     return stats._replace(neg_lse=None, pos_lse=None, all_lse=torch.where(empty, neg, joined))
 
 

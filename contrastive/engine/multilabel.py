@@ -60,7 +60,8 @@ class MultiLabelStructure:
 
     def __init__(self, a_hot: Tensor, c_hot: Tensor, self_col: Tensor, weighting: str, block: int) -> None:
         """Hold the labels, their set sizes and the own columns."""
-        self.a_hot, self.c_hot, self.self_col, self.weighting, self.block = a_hot, c_hot, self_col, weighting, block
+        self.a_hot, self.c_hot, self.self_col = a_hot, c_hot, self_col
+        self.weighting, self.block = weighting, block
         self.a_sizes, self.c_sizes = a_hot.sum(dim=1), c_hot.sum(dim=1)
 
     def tiles(self):  # noqa: ANN201

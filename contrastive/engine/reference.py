@@ -85,7 +85,8 @@ def _multilabel_stats(sim: Tensor, anchor_labels: Tensor, candidate_labels: Tens
     weight = torch.where(positive, weight, torch.zeros((), dtype=sim.dtype, device=sim.device))
     neg_lse = torch.stack([masked_logsumexp(gamma * sim, negative) for gamma in exponents], dim=1)
     pos_lse = masked_logsumexp(sim, positive)
-    pos_sum = (weight * torch.where(positive, sim, torch.zeros((), dtype=sim.dtype, device=sim.device))).sum(dim=1)
+    zero = torch.zeros((), dtype=sim.dtype, device=sim.device)
+    pos_sum = (weight * torch.where(positive, sim, zero)).sum(dim=1)
     all_lse = masked_logsumexp(sim, positive | negative)
     pos_weight = weight.sum(dim=1) if positive_weighting == "jaccard" else None
     return RowStats(neg_lse, pos_lse, pos_sum, positive.sum(dim=1), negative.sum(dim=1),
