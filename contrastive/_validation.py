@@ -81,6 +81,24 @@ def check_labels(labels: object, batch_size: int, name: str = "labels") -> Tenso
     return labels.long()
 
 
+def check_supervised_labels(labels: object, batch_size: int, validate: bool, name: str = "labels") -> Tensor:
+    """Return class labels ``(B,)`` as int64 or multi-hot labels ``(B, K)`` as uint8 after checking them.
+
+    Multi-hot rows are bool, integer or floating 0/1 tensors with ``K >= 1`` columns; only the
+    check of their values (``validate``) reads from the device.
+    """
+    if not isinstance(labels, Tensor) or labels.dim() != 2:
+        return check_labels(labels, batch_size, name)
+    if labels.is_complex() or labels.shape[0] != batch_size or labels.shape[1] < 1:
+        raise ValueError(
+            f"{name} must be integer class labels of shape ({batch_size},) or multi-hot labels of shape "
+            f"({batch_size}, K) with K >= 1, got shape {tuple(labels.shape)} and dtype {labels.dtype}"
+        )
+    if validate and not bool(((labels == 0) | (labels == 1)).all()):
+        raise ValueError(f"multi-hot {name} must hold only 0 and 1 (or False and True)")
+    return labels.to(torch.uint8)
+
+
 def check_temperature(temperature: object, name: str = "temperature") -> Tensor | float:
     """Return ``temperature`` (a tensor as it is, anything else as a Python float) if it is valid.
 

@@ -175,6 +175,17 @@ def _cases(encoder: torch.nn.Linear, queue: MemoryQueue, negatives: Tensor) -> l
         ),
         Case("supcon/one view", 1, lambda z, y, g: F.supcon(*z, labels=y, temperature=0.3, gather=g)),
         Case(
+            "supcon/multi-label jaccard",
+            2,
+            lambda z, y, g: F.supcon(*z, labels=_multi_hot(y), positive_weighting="jaccard", block_size=3,
+                                     gather=g),
+        ),
+        Case(
+            "supcon/multi-label negatives",
+            1,
+            lambda z, y, g: F.supcon(*z, labels=_multi_hot(y), negatives=negatives, sampler=hard, gather=g),
+        ),
+        Case(
             "supcon/contrast one",
             3,
             lambda z, y, g: F.supcon(*z, labels=y, contrast_mode="one", base_temperature=0.07, gather=g),
@@ -216,6 +227,11 @@ def _cases(encoder: torch.nn.Linear, queue: MemoryQueue, negatives: Tensor) -> l
             )
         )
     return cases
+
+
+def _multi_hot(y: Tensor) -> Tensor:
+    """Multi-hot labels computed row by row from the class ids (so a rank's rows are its slice)."""
+    return torch.stack([y > 0, y == -7, y == 99, y % 20 == 13], dim=1)
 
 
 def _compare(found: Tensor, expected: Tensor, what: str, failures: list[str]) -> None:

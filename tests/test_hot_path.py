@@ -59,6 +59,8 @@ def _losses(validate_args: bool, block_size: int | None) -> dict[str, Callable]:
     clip = cl.get_loss("clip", **options)
     hard = cl.get_loss("nt_xent", sampler=cl.get_sampler("hard", beta=1.0, tau_plus=0.1), **options)
     debiased = cl.get_loss("supcon", sampler=cl.get_sampler("debiased", tau_plus=0.1), **options)
+    jaccard = cl.get_loss("supcon", positive_weighting="jaccard", **options)
+    hard_multi = cl.get_loss("supcon", sampler=cl.get_sampler("hard", beta=1.0, tau_plus=0.1), **options)
     learnable = cl.get_loss("nt_xent", temperature=torch.nn.Parameter(torch.tensor(0.2)), **options)
     dclw = cl.get_loss("dcl", weight_sigma=0.5, **options)
     smoothed = cl.get_loss("clip", label_smoothing=0.1, **options)
@@ -72,6 +74,9 @@ def _losses(validate_args: bool, block_size: int | None) -> dict[str, Callable]:
         "clip": lambda a, b, y: clip(a, b),
         "hard": lambda a, b, y: hard(a, b),
         "debiased": lambda a, b, y: debiased(a, b, labels=y),
+        "supcon multi-label": lambda a, b, y: supcon(a, b, labels=_multi_hot(y)),
+        "supcon jaccard+queue": lambda a, b, y: jaccard(a, b, labels=_multi_hot(y), negatives=queue),
+        "supcon multi-label hard": lambda a, b, y: hard_multi(a, b, labels=_multi_hot(y).bool()),
         "learnable temperature": lambda a, b, y: learnable(a, b),
         "dclw": lambda a, b, y: dclw(a, b),
         "weighted supcon": lambda a, b, y: supcon(a, b, labels=y, weights=(y + 1.0) / 3),
@@ -79,6 +84,13 @@ def _losses(validate_args: bool, block_size: int | None) -> dict[str, Callable]:
         "spectral": lambda a, b, y: spectral(a, b),
         "linear_spectral": lambda a, b, y: linear(a, b),
     }
+
+
+def _multi_hot(y: torch.Tensor) -> torch.Tensor:
+    """Multi-hot labels (B, 4) from class ids: the class, plus label 3 for even samples."""
+    hot = torch.nn.functional.one_hot(y, 4)
+    hot[::2, 3] = 1
+    return hot
 
 
 def _inputs(batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 
 import torch
 
-from contrastive._validation import check_temperature
+from contrastive._validation import check_choice, check_temperature
 from contrastive.engine.chunked import ChunkedStats
 from contrastive.engine.dense import dense_all_lse
+from contrastive.engine.multilabel import WEIGHTINGS, MultiLabelStructure, multi_hot, pack_bits
 from contrastive.engine.reference import compute_dtype, reference_row_stats
 from contrastive.engine.stats import LabelStructure, RowStats
 from contrastive.engine.tiles import TermSpec, direct_is_safe
@@ -107,6 +108,9 @@ def _check_shapes(
         raise ValueError(f"anchors and candidates must share a dtype, got {anchors.dtype} and {other.dtype}")
     checks = [("anchor_labels", anchor_labels, anchors.shape[0]), ("candidate_labels", candidate_labels,
                                                                    other.shape[0])]
+    if isinstance(anchor_labels, Tensor) and anchor_labels.dim() == 2:
+        _check_multi_hot(checks)
+        checks = []
     if anchor_index is not None:
         checks.append(("anchor_index", anchor_index, anchors.shape[0]))
     for name, x, n in checks:
@@ -118,6 +122,19 @@ def _check_shapes(
             )
     if len(exponents) == 0 or not all(math.isfinite(g) for g in exponents):
         raise ValueError(f"exponents must be a non-empty sequence of finite floats, got {tuple(exponents)!r}")
+
+
+def _check_multi_hot(checks: list[tuple[str, object, int]]) -> None:
+    """Raise ValueError unless both label tensors are multi-hot ``(n, K)`` rows with one K (no device reads)."""
+    width = checks[0][1].shape[1]
+    for name, x, n in checks:
+        if (not isinstance(x, Tensor) or x.dim() != 2 or x.shape[0] != n or x.shape[1] != width
+                or x.is_complex()):
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"{name} must be a multi-hot tensor of shape ({n}, {width}) like anchor_labels (or both "
+                f"int64 of shape (n,)), got shape {shape} and dtype {getattr(x, 'dtype', None)}"
+            )
 
 
 def _check_values(anchor_index: Tensor | None, num_candidates: int, temperature: float | Tensor,
@@ -224,8 +241,9 @@ def row_stats(
     backend: str = "auto",
     block_size: int | None = None,
     validate_args: bool = True,
+    positive_weighting: str = "binary",
 ) -> RowStats:
-    """Return the :class:`RowStats` of ``s = anchors · candidatesᵀ / temperature``.
+    r"""Return the :class:`RowStats` of ``s = anchors · candidatesᵀ / temperature``.
 
     ``candidates=None`` is the anchors against themselves, each anchor's own column left out
     (``candidate_labels`` and ``anchor_index`` must then be None). Otherwise
@@ -233,6 +251,14 @@ def row_stats(
     positives) or -1, and None means "no anchor among the candidates". ``anchor_labels``
     default to one label per anchor; ``candidate_labels`` to ``anchor_labels`` (which then
     must fit). Candidates whose label no anchor carries are pure negatives (e.g. a queue).
+
+    Labels of shape ``(M, K)`` and ``(N, K)`` are multi-hot rows (any dtype; nonzero: the
+    sample carries that label): a candidate sharing at least one label with the anchor is a
+    positive, one sharing none a negative, and the anchor's own column is in neither (a row
+    without labels has no positive). ``positive_weighting="jaccard"`` then weights positive j
+    of anchor i by :math:`|A_i \cap A_j| / |A_i \cup A_j|` in ``pos_sum`` and reports the
+    weights' sums in ``pos_weight`` (see ``contrastive.engine.multilabel``); integer labels
+    ignore it (two samples of one class share their one label fully).
 
     ``joint=True`` computes only ``all_lse`` (every candidate but the anchor itself, the
     uniform denominator: no label mask inside the tiles) instead of ``neg_lse``/``pos_lse``.
@@ -246,6 +272,7 @@ def row_stats(
             "candidates=None means the anchors against themselves (own column excluded): "
             "candidate_labels and anchor_index must then be None"
         )
+    check_choice(positive_weighting, "positive_weighting", WEIGHTINGS)
     anchor_labels, candidate_labels, exponents, temperature = _prepare(
         anchors, candidates, anchor_labels, candidate_labels, anchor_index, temperature, exponents, validate_args
     )
@@ -258,8 +285,12 @@ def row_stats(
     name = resolve_backend(backend, anchors.device, anchors.dtype)
     if name == "reference":
         stats = reference_row_stats(anchors, other, anchor_labels, candidate_labels, index, temperature,
-                                    exponents)
+                                    exponents, positive_weighting)
         return stats._replace(neg_lse=None, pos_lse=None) if joint else stats._replace(all_lse=None)
+    if anchor_labels.dim() == 2:
+        return _multilabel_row_stats(anchors, candidates, anchor_labels, candidate_labels, index, temperature,
+                                     exponents, joint, norm_bound, name, block_size, validate_args,
+                                     positive_weighting)
     structure = LabelStructure.of(anchor_labels, None if symmetric else candidate_labels, anchor_index)
     counts = structure.counts()
     inv_tau = _inverse_temperature(temperature, anchors)
@@ -280,6 +311,51 @@ def row_stats(
     lse = ChunkedStats.apply(anchors, candidates, inv_tau, *labels, self_col, spec,
                              "symmetric" if symmetric else "rows", block, keep)
     return _stats(lse, anchors, candidates, anchor_index, inv_tau, spec, structure, counts)
+
+
+def _multilabel_row_stats(
+    anchors: Tensor, candidates: Tensor | None, anchor_labels: Tensor, candidate_labels: Tensor, index: Tensor,
+    temperature: float | Tensor, exponents: tuple[float, ...], joint: bool, norm_bound: float | None, name: str,
+    block_size: int | None, validate_args: bool, weighting: str,
+) -> RowStats:
+    """:func:`row_stats` of multi-hot labels (chunked or Triton): the own column is in neither set."""
+    symmetric, dtype = candidates is None, compute_dtype(anchors.dtype)
+    other = anchors if symmetric else candidates
+    m, n = anchors.shape[0], other.shape[0]
+    block = check_block_size(block_size)
+    a_hot = multi_hot(anchor_labels, dtype)
+    c_hot = a_hot if symmetric else multi_hot(candidate_labels, dtype)
+    structure = MultiLabelStructure(a_hot, c_hot, index, weighting, plan_tiles(block, m, n, 1)[0])
+    pos_count, neg_count, pos_weight = structure.counts()
+    inv_tau = _inverse_temperature(temperature, anchors)
+    if name == "triton":
+        split = (1.0,) if joint else exponents
+        a_bits = pack_bits(anchor_labels)
+        if symmetric:
+            out = SymmetricTritonRowStats.apply(anchors, a_bits, inv_tau, split, block)
+        else:
+            c_bits = pack_bits(candidate_labels)
+            out = TritonRowStats.apply(anchors, candidates, a_bits, c_bits, index, inv_tau, split, block)
+        neg_lse, pos_lse, pos_sum = out
+        if weighting != "binary":  # the kernels sum the positives unweighted
+            pos_sum = structure.positive_sums(anchors, other, inv_tau)
+        stats = RowStats(neg_lse, pos_lse, pos_sum, pos_count, neg_count, split, None, pos_weight)
+        return _joined(stats, joint)
+    self_col = None if symmetric else index
+    if joint and dense_fits(block, m, n):
+        spec = TermSpec(exponents, joint, False)
+        lse = dense_all_lse(anchors, candidates, inv_tau, self_col)[0][:, None]
+    else:
+        spec = _term_spec(anchors, candidates, temperature, exponents, joint, norm_bound, validate_args)
+        tile, keep = plan_tiles(block, m, n, len(spec.gammas))
+        labels = (None, None) if joint else (a_hot, None if symmetric else c_hot)
+        lse = ChunkedStats.apply(anchors, candidates, inv_tau, *labels, self_col, spec,
+                                 "symmetric" if symmetric else "rows", tile, keep)
+    pos_sum = structure.positive_sums(anchors, other, inv_tau)
+    if joint:
+        return RowStats(None, None, pos_sum, pos_count, neg_count, spec.exponents, lse[:, 0], pos_weight)
+    e = len(spec.exponents)
+    return RowStats(lse[:, :e], lse[:, e], pos_sum, pos_count, neg_count, spec.exponents, None, pos_weight)
 
 
 def _stats(lse: Tensor, anchors: Tensor, candidates: Tensor | None, anchor_index: Tensor | None,
@@ -312,8 +388,12 @@ def _joined(stats: RowStats, joint: bool) -> RowStats:
     """Return ``stats`` in joint form (``all_lse`` from ``neg_lse`` and ``pos_lse``) when ``joint``."""
     if not joint:
         return stats
-    return stats._replace(neg_lse=None, pos_lse=None,
-                          all_lse=torch.logaddexp(stats.neg_lse_at(1.0), stats.pos_lse))
+    neg, pos = stats.neg_lse_at(1.0), stats.pos_lse
+    # a line with no candidate at all stays -inf with a zero (not NaN) gradient
+    empty = torch.isneginf(neg) & torch.isneginf(pos)
+    zero = torch.zeros((), dtype=neg.dtype, device=neg.device)
+    joined = torch.logaddexp(torch.where(empty, zero, neg), pos)
+    return stats._replace(neg_lse=None, pos_lse=None, all_lse=torch.where(empty, neg, joined))
 
 
 def dual_row_stats(
@@ -340,6 +420,8 @@ def dual_row_stats(
     anchor_labels, candidate_labels, exponents, temperature = _prepare(
         anchors, candidates, anchor_labels, candidate_labels, None, temperature, exponents, validate_args
     )
+    if anchor_labels.dim() == 2:
+        raise ValueError("dual_row_stats takes int64 labels of shape (n,); multi-hot labels need row_stats")
     structure = LabelStructure.of(anchor_labels, candidate_labels, None)
     back = structure.swapped()
     counts, back_counts = structure.counts(), back.counts()

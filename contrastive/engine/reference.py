@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
+from contrastive.engine.multilabel import overlap_weights
 from contrastive.engine.stats import RowStats, label_counts
 
 Tensor = torch.Tensor
@@ -46,13 +47,23 @@ def reference_row_stats(
     anchor_index: Tensor,
     temperature: float | Tensor,
     exponents: Sequence[float] = (1.0,),
+    positive_weighting: str = "binary",
 ) -> RowStats:
-    """Compute :class:`RowStats` (every field, ``all_lse`` too) by materialising ``s = anchors · candidatesᵀ / τ``."""
+    r"""Compute :class:`RowStats` (every field, ``all_lse`` too) by materialising ``s = anchors · candidatesᵀ / τ``.
+
+    Labels ``(M,)``/``(N,)`` are integer classes; ``(M, K)``/``(N, K)`` are multi-hot rows
+    (nonzero: the sample has that label), for which j is a positive of i when they share a
+    label, the own column is in neither set, and ``positive_weighting="jaccard"`` weights
+    each positive by :math:`|A_i \cap A_j| / |A_i \cup A_j|` (``pos_sum``, ``pos_weight``).
+    """
     dtype = compute_dtype(anchors.dtype)
     sim = anchors.to(dtype) @ candidates.to(dtype).T
     sim = sim / (temperature.to(dtype) if isinstance(temperature, Tensor) else temperature)
+    own = self_mask(anchor_index, candidates.shape[0])
+    if anchor_labels.dim() == 2:
+        return _multilabel_stats(sim, anchor_labels, candidate_labels, own, exponents, positive_weighting)
     same = anchor_labels[:, None] == candidate_labels[None, :]
-    positive = same & ~self_mask(anchor_index, candidates.shape[0])
+    positive = same & ~own
     negative = ~same
     neg_lse = torch.stack([masked_logsumexp(gamma * sim, negative) for gamma in exponents], dim=1)
     pos_lse = masked_logsumexp(sim, positive)
@@ -62,3 +73,21 @@ def reference_row_stats(
     return RowStats(
         neg_lse, pos_lse, pos_sum, pos_count, neg_count, tuple(float(g) for g in exponents), all_lse
     )
+
+
+def _multilabel_stats(sim: Tensor, anchor_labels: Tensor, candidate_labels: Tensor, own: Tensor,
+                      exponents: Sequence[float], positive_weighting: str) -> RowStats:
+    """The materialised statistics of multi-hot labels (own column in neither set)."""
+    a_hot, c_hot = (anchor_labels != 0).to(sim.dtype), (candidate_labels != 0).to(sim.dtype)
+    shared, weight = overlap_weights(a_hot @ c_hot.T, a_hot.sum(dim=1), c_hot.sum(dim=1), positive_weighting)
+    positive = shared & ~own
+    negative = ~shared & ~own
+    weight = torch.where(positive, weight, torch.zeros((), dtype=sim.dtype, device=sim.device))
+    neg_lse = torch.stack([masked_logsumexp(gamma * sim, negative) for gamma in exponents], dim=1)
+    pos_lse = masked_logsumexp(sim, positive)
+    zero = torch.zeros((), dtype=sim.dtype, device=sim.device)
+    pos_sum = (weight * torch.where(positive, sim, zero)).sum(dim=1)
+    all_lse = masked_logsumexp(sim, positive | negative)
+    pos_weight = weight.sum(dim=1) if positive_weighting == "jaccard" else None
+    return RowStats(neg_lse, pos_lse, pos_sum, positive.sum(dim=1), negative.sum(dim=1),
+                    tuple(float(g) for g in exponents), all_lse, pos_weight)

@@ -15,14 +15,19 @@ class RowStats(NamedTuple):
     r"""Per-anchor statistics of :math:`s_{ij} = \langle z_i, c_j \rangle / \tau`.
 
     With positives :math:`P(i)` (candidates with the anchor's label, the anchor
-    itself excluded) and negatives :math:`N(i)` (candidates with another label):
+    itself excluded) and negatives :math:`N(i)` (candidates with another label);
+    with multi-hot labels, :math:`P(i)` are the candidates sharing at least one label
+    with the anchor, :math:`N(i)` those sharing none, the anchor's own column in neither:
 
     * ``neg_lse[i, e]`` :math:`= \log \sum_{j \in N(i)} e^{\gamma_e s_{ij}}`, shape ``(M, E)``,
     * ``pos_lse[i]`` :math:`= \log \sum_{j \in P(i)} e^{s_{ij}}`, shape ``(M,)``,
     * ``pos_sum[i]`` :math:`= \sum_{j \in P(i)} s_{ij}`, shape ``(M,)``,
     * ``pos_count[i]`` :math:`= |P(i)|` and ``neg_count[i]`` :math:`= |N(i)|` (integer, no gradient),
     * ``exponents`` the :math:`\gamma_e`, one per column of ``neg_lse``,
-    * ``all_lse[i]`` :math:`= \log \sum_{j \in P(i) \cup N(i)} e^{s_{ij}}`, shape ``(M,)``.
+    * ``all_lse[i]`` :math:`= \log \sum_{j \in P(i) \cup N(i)} e^{s_{ij}}`, shape ``(M,)``,
+    * ``pos_weight[i]`` :math:`= \sum_{j \in P(i)} w_{ij}` when the positives are weighted
+      (multi-hot labels with ``positive_weighting="jaccard"``, then ``pos_sum[i]``
+      :math:`= \sum_{j \in P(i)} w_{ij} s_{ij}`); None when every weight is 1 (then it is ``pos_count``).
 
     Statistics computed with ``joint=True`` (the uniform denominator, which needs no
     label mask inside the tiles) hold ``all_lse`` and leave ``neg_lse`` and ``pos_lse``
@@ -37,6 +42,7 @@ class RowStats(NamedTuple):
     neg_count: Tensor
     exponents: tuple[float, ...]
     all_lse: Tensor | None = None
+    pos_weight: Tensor | None = None
 
     def neg_lse_at(self, exponent: float) -> Tensor:
         """Return the ``(M,)`` column of ``neg_lse`` computed with exponent ``exponent``."""

@@ -72,10 +72,18 @@ class TileMasks:
     self_col: Tensor | None
     symmetric: bool
 
-    def same(self, rows: slice, cols: slice) -> Tensor:
-        """Return the ``(b_r, b_c)`` mask of equal labels (symmetric problems: the rows' labels on both sides)."""
+    def same(self, rows: slice, cols: slice, diagonal: bool) -> Tensor:
+        """Return the ``(b_r, b_c)`` mask of equal labels (symmetric problems: the rows' labels on both sides).
+
+        Multi-hot labels (0/1 rows in the tile's dtype): whether a pair shares a label, and
+        True at each row's own column, which is then in neither set.
+        """
         col_labels = self.row_labels if self.col_labels is None else self.col_labels
-        return self.row_labels[rows, None] == col_labels[None, cols]
+        if self.row_labels.dim() == 1:
+            return self.row_labels[rows, None] == col_labels[None, cols]
+        same = (self.row_labels[rows] @ col_labels[cols].T) > 0
+        self.drop_self(same, rows, cols, diagonal, True)
+        return same
 
     def drop_self(self, term: Tensor, rows: slice, cols: slice, diagonal: bool, value: float) -> None:
         """Set each row's own column of ``term`` (rows ``rows``, columns ``cols``) to ``value``, in place."""
@@ -101,7 +109,7 @@ def tile_terms(sim: Tensor, spec: TermSpec, masks: TileMasks, rows: slice, cols:
         term = torch.exp_(sim) if spec.direct else sim
         masks.drop_self(term, rows, cols, diagonal, empty)
         return [term]
-    same = masks.same(rows, cols)
+    same = masks.same(rows, cols, diagonal)
     base = torch.exp(sim) if spec.direct else sim
     out = []
     for gamma in spec.exponents:

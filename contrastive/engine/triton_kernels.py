@@ -4,7 +4,8 @@ All kernels tile :math:`s = a\,c^\top \cdot (1/\tau)` for blocks of anchors ``a`
 and candidates ``c`` (columns), accumulating each tile over chunks of ``BLOCK_D``
 features in ``ACC`` (fp32, or fp64 for fp64 inputs). Masks come from the two label
 vectors inside the tile: negatives :math:`N(i) = \{j : y_j \ne y_i\}`, positives
-:math:`P(i) = \{j \ne \mathrm{self}(i) : y_j = y_i\}`. Exponentials use ``exp2`` on
+:math:`P(i) = \{j \ne \mathrm{self}(i) : y_j = y_i\}`; or, with ``WORDS > 0``, from
+multi-hot bitsets: positives share a bit, negatives share none, self in neither. Exponentials use ``exp2`` on
 :math:`t = s \log_2 e`. Nothing of size M x N is written to memory.
 
 Up to :data:`MAX_EXPONENTS` exponents :math:`\gamma_e` are handled by one launch
@@ -72,12 +73,43 @@ def _finish_lse(m, total):
 
 
 @triton.jit
-def _masks(row_labels, row_self, row_ids, col_labels, col_ids, num_cols):
-    """Return ``(negative, positive)`` masks of a tile from the labels (self column excluded)."""
+def _same(row_labels, col_labels, row_label_ptr, row_ids, row_ok, col_label_ptr, col_ids, col_ok,
+          WORDS: tl.constexpr):
+    """Return the tile's mask of pairs with equal labels (``WORDS == 0``) or sharing a label.
+
+    ``WORDS > 0``: the labels are multi-hot bitsets of ``WORDS`` int64 words per row (row-major),
+    and a pair shares a label when some word of the two has a common bit.
+    """
+    if WORDS == 0:
+        same = row_labels[:, None] == col_labels[None, :]
+    else:
+        row_base = row_label_ptr + row_ids.to(tl.int64) * WORDS
+        col_base = col_label_ptr + col_ids.to(tl.int64) * WORDS
+        row_word = tl.load(row_base, mask=row_ok, other=0)
+        col_word = tl.load(col_base, mask=col_ok, other=0)
+        same = (row_word[:, None] & col_word[None, :]) != 0
+        for w in tl.static_range(1, WORDS):
+            row_word = tl.load(row_base + w, mask=row_ok, other=0)
+            col_word = tl.load(col_base + w, mask=col_ok, other=0)
+            same = same | ((row_word[:, None] & col_word[None, :]) != 0)
+    return same
+
+
+@triton.jit
+def _masks(row_labels, row_self, row_ids, row_ok, col_labels, col_ids, num_cols, row_label_ptr, col_label_ptr,
+           WORDS: tl.constexpr):
+    """Return ``(negative, positive)`` masks of a tile from the labels (self column excluded from P).
+
+    Multi-hot labels (``WORDS > 0``) leave the self column out of N too.
+    """
     col_ok = (col_ids < num_cols)[None, :]
-    same = row_labels[:, None] == col_labels[None, :]
+    same = _same(row_labels, col_labels, row_label_ptr, row_ids, row_ok, col_label_ptr, col_ids,
+                 col_ids < num_cols, WORDS)
+    other = col_ids[None, :] != row_self[:, None]
     negative = (same == 0) & col_ok
-    positive = same & col_ok & (col_ids[None, :] != row_self[:, None])
+    if WORDS > 0:
+        negative = negative & other
+    positive = same & col_ok & other
     return negative, positive
 
 
@@ -88,7 +120,7 @@ def row_stats_forward_kernel(
     g0, g1, g2, g3,
     M, N, D, stride_a, stride_c, stride_lse,
     NUM_EXP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+    ACC: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr, WORDS: tl.constexpr,
 ):
     r"""Row statistics of ``BLOCK_M`` anchors in one pass over all candidate tiles.
 
@@ -122,7 +154,8 @@ def row_stats_forward_kernel(
         dots = _dot_tile(a_ptr, c_ptr, rows, cols, M, N, D, stride_a, stride_c,
                          BLOCK_M, BLOCK_N, BLOCK_D, ACC, DOT, PRECISION)
         t = dots * to_log2
-        negative, positive = _masks(row_labels, row_self, rows, col_labels, cols, N)
+        negative, positive = _masks(row_labels, row_self, rows, row_ok, col_labels, cols, N, a_label_ptr,
+                                    c_label_ptr, WORDS)
         m0, l0 = _online_lse2(m0, l0, t * g0, negative)
         if NUM_EXP > 1:
             m1, l1 = _online_lse2(m1, l1, t * g1, negative)
@@ -210,7 +243,7 @@ def row_stats_backward_rows_kernel(
     M, N, D, stride_a, stride_c, stride_coef, stride_out, stride_dc,
     NUM_EXP: tl.constexpr, COLUMN_COEFS: tl.constexpr, ATOMIC_COLUMNS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    ACC: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+    ACC: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr, WORDS: tl.constexpr,
 ):
     r"""Row-parallel backward: ``out[I, F] = Σ_j dS_{Ij} c_{jF}`` for a block of anchors I and features F.
 
@@ -250,7 +283,8 @@ def row_stats_backward_rows_kernel(
         col_labels = tl.load(c_label_ptr + cols, mask=col_ok, other=0)
         t = _dot_tile(a_ptr, c_ptr, rows, cols, M, N, D, stride_a, stride_c,
                       BLOCK_M, BLOCK_N, BLOCK_D, ACC, DOT, PRECISION) * to_log2
-        negative, positive = _masks(row_labels, row_self, rows, col_labels, cols, N)
+        negative, positive = _masks(row_labels, row_self, rows, row_ok, col_labels, cols, N, a_label_ptr,
+                                    c_label_ptr, WORDS)
         ds = _dsim(t, negative, positive, g0, g1, g2, g3,
                    c0[:, None], s0[:, None], c1[:, None], s1[:, None], c2[:, None], s2[:, None],
                    c3[:, None], s3[:, None], h[:, None], rho[:, None], k[:, None], NUM_EXP)
@@ -279,7 +313,7 @@ def row_stats_backward_columns_kernel(
     M, N, D, stride_a, stride_c, stride_coef, stride_out,
     NUM_EXP: tl.constexpr, COLUMN_COEFS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    ACC: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+    ACC: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr, WORDS: tl.constexpr,
 ):
     r"""Column-parallel backward: ``out[J, F] = Σ_i dS_{iJ} a_{iF}`` for a block of candidates J.
 
@@ -310,10 +344,13 @@ def row_stats_backward_columns_kernel(
         t = _dot_tile(c_ptr, a_ptr, cols, rows, N, M, D, stride_c, stride_a,
                       BLOCK_N, BLOCK_M, BLOCK_D, ACC, DOT, PRECISION) * to_log2
         # masks of the transposed tile: candidates (cols) along axis 0, anchors (rows) along axis 1
-        same = col_labels[:, None] == row_labels[None, :]
+        same = _same(col_labels, row_labels, c_label_ptr, cols, col_ok, a_label_ptr, rows, row_ok, WORDS)
         inside = col_ok[:, None] & row_ok[None, :]
+        other = cols[:, None] != row_self[None, :]
         negative = (same == 0) & inside
-        positive = same & inside & (cols[:, None] != row_self[None, :])
+        if WORDS > 0:
+            negative = negative & other
+        positive = same & inside & other
         ds_t = _dsim(t, negative, positive, g0, g1, g2, g3,
                      c0[None, :], s0[None, :], c1[None, :], s1[None, :], c2[None, :], s2[None, :],
                      c3[None, :], s3[None, :], h[None, :], rho[None, :], k[None, :], NUM_EXP)

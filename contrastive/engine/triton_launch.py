@@ -167,6 +167,11 @@ def triton_cdiv(x: int, y: int) -> int:
     return -(-x // y)
 
 
+def label_words(labels: Tensor) -> int:
+    """Return the kernels' ``WORDS``: 0 for integer labels ``(n,)``, else the bitset words per row ``(n, W)``."""
+    return 0 if labels.dim() == 1 else labels.shape[1]
+
+
 def forward_stats(a: Tensor, c: Tensor, a_labels: Tensor, c_labels: Tensor, a_self: Tensor, inv_tau: Tensor,
                   exponents: Sequence[float], config: TileConfig) -> tuple[Tensor, Tensor, Tensor]:
     """Launch the forward kernel(s) and return ``(neg_lse, pos_lse, pos_sum)`` in the accumulation dtype."""
@@ -186,7 +191,7 @@ def forward_stats(a: Tensor, c: Tensor, a_labels: Tensor, c_labels: Tensor, a_se
             a, c, a_labels, c_labels, a_self, inv_tau, out, pos_lse, pos_sum, *_padded(group),
             m, n, d, a.stride(0), c.stride(0), out.stride(0),
             NUM_EXP=len(group), BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_D=config.block_d,
-            **_dtypes(a.dtype), **config.launch_options())
+            WORDS=label_words(a_labels), **_dtypes(a.dtype), **config.launch_options())
         if out is not neg_lse:
             neg_lse[:, e0:e0 + len(group)] = out
     return neg_lse, pos_lse, pos_sum
@@ -246,7 +251,7 @@ def backward_products(a: Tensor, c: Tensor, a_labels: Tensor, c_labels: Tensor, 
     if m == 0 or n == 0 or d == 0:
         return dA, dC
     common = {"BLOCK_M": config.block_m, "BLOCK_N": config.block_n, "BLOCK_D": config.block_d,
-              "BLOCK_DV": config.block_dv, **_dtypes(a.dtype),
+              "BLOCK_DV": config.block_dv, "WORDS": label_words(a_labels), **_dtypes(a.dtype),
               **config.launch_options(backward=True)}
     features = triton_cdiv(d, config.block_dv)
     # atomics add every exponent group straight into the zeroed dC (no temporary per group)

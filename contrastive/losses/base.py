@@ -155,7 +155,10 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, *,
     if decoupled:
         valid = valid & (stats.neg_count > 0)
     zero = torch.zeros((), dtype=stats.pos_sum.dtype, device=stats.pos_sum.device)
-    positive = stats.pos_sum / stats.pos_count.clamp(min=1)  # 0 without positives: pos_sum is 0 there
+    count = stats.pos_count.clamp(min=1)
+    if stats.pos_weight is not None:  # weighted positives (multi-hot labels): divide by the total weight
+        count = torch.where(valid, stats.pos_weight, torch.ones_like(stats.pos_weight))
+    positive = stats.pos_sum / count  # 0 without positives: pos_sum is 0 there
     if smoothing is not None:
         eps, sims = smoothing
         positive = (1 - eps) * positive + eps * sims / (stats.pos_count + stats.neg_count).clamp(min=1)
@@ -163,7 +166,8 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, *,
         positive = positive * positive_weight
     if stats.all_lse is not None:
         return torch.where(valid, stats.all_lse - positive, zero), valid
-    safe = stats._replace(pos_lse=torch.where(valid, stats.pos_lse, zero), pos_sum=torch.where(valid, stats.pos_sum, zero))
+    safe = stats._replace(pos_lse=torch.where(valid, stats.pos_lse, zero),
+                          pos_sum=torch.where(valid, stats.pos_sum, zero))
     if decoupled:  # rows without negatives have -inf there: keep them finite, they are masked below
         safe = safe._replace(neg_lse=torch.where(valid[:, None], safe.neg_lse, zero))
         denominator = sampler.log_negative_term(safe, temperature)
@@ -377,14 +381,16 @@ def sample_labels(labels: Tensor | None, batch: int, device: torch.device, layou
         return torch.arange(total, device=device)
     if layout is not None and layout.world_size > 1:
         labels = all_gather_rows(labels, layout)
-    return dense_labels(labels)
+    return labels if labels.dim() == 2 else dense_labels(labels)  # multi-hot rows are used as they are
 
 
 def append_negatives(candidates: Tensor, labels: Tensor, negatives: Tensor | None) -> tuple[Tensor, Tensor]:
     """Return ``candidates`` and ``labels`` followed by the extra ``negatives`` labelled ``NEGATIVE_ONLY``."""
     if negatives is None:
         return candidates, labels
-    fill = torch.full((negatives.shape[0],), NEGATIVE_ONLY, dtype=labels.dtype, device=labels.device)
+    # multi-hot labels: an all-zero row, which shares no label with anyone
+    fill = torch.full((negatives.shape[0], *labels.shape[1:]), NEGATIVE_ONLY if labels.dim() == 1 else 0,
+                      dtype=labels.dtype, device=labels.device)
     return torch.cat([candidates, negatives]), torch.cat([labels, fill])
 
 
@@ -398,6 +404,7 @@ def multiview_stats(
     temperature: float | Tensor,
     sampler: Any,
     options: EngineOptions,
+    positive_weighting: str = "binary",
 ) -> RowStats:
     """Row statistics of this rank's stacked views ``z`` against the stacked views of all ranks.
 
@@ -406,18 +413,20 @@ def multiview_stats(
     gradient; ``negatives`` (the same on every rank) follow them. ``anchors=None`` uses
     every local row as an anchor; an int the first ``anchors`` rows. A single process
     (one rank) without extra negatives is the symmetric problem: z against itself.
+    Multi-hot ``labels`` ``(B, K)`` and ``positive_weighting`` go to :func:`row_stats`.
     """
-    engine = options.engine(sampler)
+    engine = {**options.engine(sampler), "positive_weighting": positive_weighting}
     single = layout.world_size == 1
+    views = (n_views,) + (1,) * (labels.dim() - 1)  # multi-hot labels (B, K) repeat along rows
     if single:
-        candidate_labels = labels.repeat(n_views)
+        candidate_labels = labels.repeat(*views)
         if negatives is None and anchors is None:
             return row_stats(z, None, candidate_labels, temperature=temperature, **engine)
         candidates = z
     else:
         candidates = all_gather_rows(z, layout.scaled(n_views))
         candidate_labels = torch.cat([
-            labels[start : start + n].repeat(n_views)
+            labels[start : start + n].repeat(*views)
             for start, n in zip(layout.offsets(), layout.sizes, strict=True)
         ])
     first = layout.scaled(n_views).offset

@@ -7,9 +7,16 @@ from typing import Any
 
 import torch
 
-from contrastive._validation import check_choice, check_finite_views, check_labels, check_temperature, check_views
+from contrastive._validation import (
+    check_choice,
+    check_finite_views,
+    check_supervised_labels,
+    check_temperature,
+    check_views,
+)
 from contrastive.distributed import BatchLayout, agreed_layout
 from contrastive.engine import RowStats
+from contrastive.engine.multilabel import WEIGHTINGS
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
     EngineLoss,
@@ -39,19 +46,21 @@ def supcon_loss(
     contrast_mode: str = "all",
     negatives: Tensor | MemoryQueue | None = None,
     weights: Tensor | None = None,
+    positive_weighting: str = "binary",
     **options: Any,
 ) -> Tensor:
-    """Return the SupCon loss of ``views`` (each ``(B, D)``) with ``labels`` ``(B,)`` (see SupConLoss).
+    """Return the SupCon loss of ``views`` (each ``(B, D)``) with ``labels`` ``(B,)`` or ``(B, K)`` (SupConLoss).
 
     ``weights`` ``(B,)``: per-sample weights of the mean. ``options`` are the
     :class:`~contrastive.losses.base.EngineOptions` (``normalize``, ``sampler``, ``backend``,
     ``block_size``, ``gather``, ``validate_args``, ``no_positive``, ``decoupled``).
     """
     check_choice(contrast_mode, "contrast_mode", CONTRAST_MODES)
+    check_choice(positive_weighting, "positive_weighting", WEIGHTINGS)
     if base_temperature is not None:
         check_temperature(base_temperature, "base_temperature")
     return multiview_loss(views, labels, temperature, base_temperature, contrast_mode, negatives,
-                          engine_options(options), weights)
+                          engine_options(options), weights, positive_weighting=positive_weighting)
 
 
 def multiview_loss(
@@ -64,6 +73,7 @@ def multiview_loss(
     options: EngineOptions,
     weights: Tensor | None = None,
     positive_weight: PositiveWeight | None = None,
+    positive_weighting: str = "binary",
 ) -> Tensor:
     """SupCon over stacked views with checked ``options``: the body shared by supcon, nt_xent and dcl.
 
@@ -83,7 +93,8 @@ def multiview_loss(
                 "a single view needs labels=: without labels the positives are the other views "
                 f"of the same sample, and got {len(checked)} view"
             )
-        given = None if labels is None else check_labels(labels, checked[0].shape[0]).to(checked[0].device)
+        given = None if labels is None else check_supervised_labels(labels, checked[0].shape[0], validate).to(
+            checked[0].device)
         z = torch.cat(checked)
         if validate:
             check_finite_views(z, len(checked))
@@ -97,7 +108,8 @@ def multiview_loss(
         z = unit_rows(z, options.rows_dtype(z))
     anchors = None if contrast_mode == "all" else batch
     sampler = options.resolved_sampler
-    stats = multiview_stats(z, labels, layout, len(views), anchors, extra, temperature, sampler, options)
+    stats = multiview_stats(z, labels, layout, len(views), anchors, extra, temperature, sampler, options,
+                            positive_weighting)
     factor = None if positive_weight is None else positive_weight(stats, temperature, layout)
     losses, valid = anchor_losses(stats, sampler, temperature, decoupled=options.decoupled, positive_weight=factor)
     if weights is not None:  # per sample: each of its anchors (every view, or the first)
@@ -122,8 +134,29 @@ class SupConLoss(EngineLoss):
     with :math:`\tau_b` = ``base_temperature`` (no scaling when None). Anchors with no
     positive (a label seen once, one view) are left out of the mean :math:`I'`; a batch
     with no positive at all is a ValueError. Without labels it equals :class:`NTXentLoss`.
+
     A sampler other than ``uniform`` replaces the negative part of the denominator.
     The remaining keyword options are the :class:`~contrastive.losses.base.EngineOptions`.
+
+    **Multi-label** (as asked in pytorch-metric-learning issue #658): ``labels`` may be
+    multi-hot rows of shape ``(B, K)`` (bool, integer or floating 0/1), sample b carrying
+    the labels :math:`A_b = \{k : y_{bk} = 1\}`. Then :math:`P(i) = \{p \ne i : A_p \cap A_i
+    \ne \emptyset\}`, the views sharing at least one label with anchor i; the denominator
+    is unchanged, and a sample with no label has no positive (it stays a negative of the
+    others). ``positive_weighting="jaccard"`` weights each positive by its label overlap
+    :math:`w_{ip} = |A_i \cap A_p| / |A_i \cup A_p|`:
+
+    .. math::
+
+        L_i = \frac{-1}{\sum_{p\in P(i)} w_{ip}}\sum_{p\in P(i)} w_{ip}
+        \log\frac{e^{s_{ip}}}{\sum_{a\ne i} e^{s_{ia}}};
+
+    the default ``"binary"`` (:math:`w_{ip} = 1`) is the formula above, and with one label
+    per row both equal SupCon of the integer labels. With a sampler other than ``uniform``
+    the positives' part of the denominator stays the unweighted :math:`\sum_{p} e^{s_{ip}}`.
+    Extra ``negatives`` carry no label (never positives); under ``gather`` the label rows
+    are gathered like integer labels. Masks and weights are formed inside the engine's
+    tiles; nothing B x B is stored.
 
     **Distributed** (``gather``, see :mod:`contrastive.distributed`): the local views are
     the anchors; the candidates are the views of all ranks, gathered with gradient, and
@@ -141,6 +174,7 @@ class SupConLoss(EngineLoss):
         temperature: float | Tensor = 0.1,
         base_temperature: float | None = None,
         contrast_mode: str = "all",
+        positive_weighting: str = "binary",
         **options: Any,
     ) -> None:
         """Create the loss; ``options`` are the :class:`~contrastive.losses.base.EngineOptions`."""
@@ -149,14 +183,16 @@ class SupConLoss(EngineLoss):
             check_temperature(base_temperature, "base_temperature")
         self.base_temperature = base_temperature
         self.contrast_mode = check_choice(contrast_mode, "contrast_mode", CONTRAST_MODES)
+        self.positive_weighting = check_choice(positive_weighting, "positive_weighting", WEIGHTINGS)
 
     def forward(
         self, *views: Tensor, labels: Tensor | None = None, negatives: Tensor | MemoryQueue | None = None,
         weights: Tensor | None = None,
     ) -> Tensor:
-        """Return the loss of ``views`` (each ``(B, D)``) with optional ``labels`` and sample ``weights`` ``(B,)``."""
+        """Return the loss of ``views`` (each ``(B, D)``) with optional ``labels`` ``(B,)`` or ``(B, K)``
+        and sample ``weights`` ``(B,)``."""
         return multiview_loss(views, labels, self.temperature, self.base_temperature, self.contrast_mode,
-                              negatives, self.options, weights)
+                              negatives, self.options, weights, positive_weighting=self.positive_weighting)
 
 
 @hookimpl
