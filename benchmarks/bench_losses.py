@@ -47,10 +47,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 SIZES = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 MEMORY_SIZES = [1024, 4096, 16384]
 LARGE_SIZES = [65536, 262144]
-FAMILIES = ["nt_xent", "supcon", "hard", "clip", "dcl"]
+FAMILIES = ["nt_xent", "supcon", "hard", "clip", "dcl", "multilabel"]
 TEMPERATURE = 0.1
 DIM = 128
 CLASSES = 10
+#: Multi-label family: each sample carries each of TAGS tags with probability TAG_RATE.
+TAGS, TAG_RATE = 20, 0.1
 #: Largest 2N each peer runs at (memory: PML's NT-Xent is O(N^3); time: PML SupCon is slow).
 MAX_SIZE = {"pml": 1024, "pml-supcon": 4096}
 
@@ -63,7 +65,7 @@ def implementations(family: str) -> dict:
     import contrastive as cl
 
     def ours(**options):
-        name = {"supcon": "supcon", "dcl": "dcl"}.get(family, "nt_xent")
+        name = {"supcon": "supcon", "multilabel": "supcon", "dcl": "dcl"}.get(family, "nt_xent")
         if family == "clip":
             return lambda: cl.get_loss("clip", **options)
         if family == "hard":
@@ -71,7 +73,7 @@ def implementations(family: str) -> dict:
         return lambda: cl.get_loss(name, temperature=TEMPERATURE, **options)
 
     def call_ours(loss, z1, z2, y):
-        return loss(z1, z2, labels=y) if family == "supcon" else loss(z1, z2)
+        return loss(z1, z2, labels=y) if family in ("supcon", "multilabel") else loss(z1, z2)
 
     impls = {"ours": (ours(), call_ours), "ours (validate_args=False)": (ours(validate_args=False), call_ours)}
     if family == "nt_xent":
@@ -86,6 +88,8 @@ def implementations(family: str) -> dict:
                                lambda loss, z1, z2, y: loss(torch.cat([z1, z2]), y.repeat(2)))
     elif family == "hard":
         impls["torch"] = (lambda: None, lambda _, z1, z2, y: materialised_hard(z1, z2))
+    elif family == "multilabel":
+        impls["torch"] = (lambda: None, lambda _, z1, z2, y: materialised_supcon(z1, z2, y))
     elif family == "dcl":
         impls["torch"] = (lambda: None, lambda _, z1, z2, y: materialised_dcl(z1, z2))
         # lightly's DCLLoss adds two log-sum-exps where the paper takes one (its PR #1826): same cost
@@ -123,15 +127,19 @@ def materialised_nt_xent(z1, z2):
 
 
 def materialised_supcon(z1, z2, y):
-    """SupCon (L_out) from the full matrix: mean log-probability of each anchor's positives."""
+    """SupCon (L_out) from the full matrix: mean log-probability of each anchor's positives (labels or tags)."""
     import torch
     import torch.nn.functional as F
 
     z = F.normalize(torch.cat([z1, z2]), dim=1)
-    labels = y.repeat(2)
+    labels = y.repeat(2, *([1] * (y.dim() - 1)))
     logits = (z @ z.T / TEMPERATURE).fill_diagonal_(float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    positive = (labels[:, None] == labels[None, :]).fill_diagonal_(False)
+    if labels.dim() == 2:  # multi-hot: positives share at least one tag
+        tags = labels.float()
+        positive = (tags @ tags.T > 0).fill_diagonal_(False)
+    else:
+        positive = (labels[:, None] == labels[None, :]).fill_diagonal_(False)
     count = positive.sum(1)
     per_anchor = -log_prob.masked_fill(~positive, 0.0).sum(1) / count.clamp(min=1)
     return per_anchor[count > 0].mean()
@@ -175,13 +183,15 @@ def materialised_hard(z1, z2, beta=1.0, tau_plus=0.1):
 
 
 def inputs(family: str, size: int, seed: int = 0):
-    """Two views of ``size // 2`` samples (leaves) and 10-class labels."""
+    """Two views of ``size // 2`` samples (leaves) and 10-class labels (multi-hot tags for ``multilabel``)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
     b = size // 2
     z1 = torch.randn(b, DIM, generator=g).requires_grad_()
     z2 = torch.randn(b, DIM, generator=g).requires_grad_()
+    if family == "multilabel":
+        return z1, z2, (torch.rand(b, TAGS, generator=g) < TAG_RATE).to(torch.uint8)
     return z1, z2, torch.randint(0, CLASSES, (b,), generator=g)
 
 
