@@ -158,19 +158,22 @@ def positives(draw: st.DrawFn, name: str, optional: bool) -> Any:
 
 
 @st.composite
-def labels_for(draw: st.DrawFn, batch: int) -> Any:
-    """None, integer class labels ``(batch,)``, or Invalid labels (shape, dtype, type)."""
-    kind = draw(st.sampled_from(["none", "none", "classes", "classes",
+def labels_for(draw: st.DrawFn, batch: int, multi_hot: bool) -> Any:
+    """None, integer class labels ``(batch,)``, multi-hot rows (``multi_hot``: SupCon, DCL), or Invalid."""
+    kind = draw(st.sampled_from(["none", "none", "classes", "classes", "multi-hot",
                                  "shape", "float", "2-d", "bool", "list"]))
     k = draw(st.integers(1, max(1, batch)))
     classes = torch.arange(batch) % k
     dtype = draw(st.sampled_from([torch.int64, torch.int32, torch.uint8]))
+    tags = torch.randint(0, 2, (batch, k), generator=torch.Generator().manual_seed(draw(st.integers(0, 99))))
     return {
         "none": None,
         "classes": classes.to(dtype),
+        "multi-hot": tags.to(draw(st.sampled_from([torch.bool, torch.uint8, torch.float32]))) if multi_hot else
+        Invalid(tags, "labels"),
         "shape": Invalid(torch.arange(batch + 1), "labels"),
         "float": Invalid(classes.float(), "labels"),
-        "2-d": Invalid(classes[:, None], "labels"),
+        "2-d": Invalid(classes[:, None] + 2, "labels"),  # not 0/1, nor a class vector
         "bool": Invalid(classes > 0, "labels"),
         "list": Invalid(classes.tolist(), "labels"),
     }[kind]
@@ -225,7 +228,7 @@ def cases(draw: st.DrawFn, losses: tuple[str, ...] = ENGINE + SPECTRAL, valid: b
                   draw(logit_scales()) if loss == "clip" else
                   draw(positives("mu", optional=True)) if loss == "spectral" else
                   draw(positives("reg", False)))
-        labels = draw(labels_for(batch)) if loss in ("supcon", "dcl", "clip") else None
+        labels = draw(labels_for(batch, loss != "clip")) if loss in ("supcon", "dcl", "clip") else None
         sampler = draw(st.sampled_from(["uniform", "hard", "debiased"])) if loss in ENGINE else "uniform"
         case = Case(loss, dtype, views, scalar, labels, sampler)
         if bool(case.invalid_names()) != valid:
@@ -302,6 +305,15 @@ def terms_fit(case: Case) -> bool:
     return math.isfinite(total) and total < torch.finfo(compute).max / 16
 
 
+def well_conditioned(case: Case) -> bool:
+    """Whether the softmax losses' logits are accurate to ~0.01 in the accumulation dtype."""
+    if case.loss not in ENGINE or isinstance(case.scalar, Invalid):
+        return True
+    t = math.exp(-float(case.scalar)) if case.loss == "clip" else _temperature_value(case.scalar)
+    compute = torch.float64 if case.dtype == torch.float64 else torch.float32
+    return t is not None and torch.finfo(compute).eps / t < 1e-2
+
+
 def check_valid(case: Case) -> None:
     value, grads = value_and_grads(case, case.views)
     # the engine losses answer half-precision input in their float32 accumulation dtype
@@ -312,8 +324,17 @@ def check_valid(case: Case) -> None:
         assert not torch.isnan(value) and not any(torch.isnan(g).any() for g in grads), (value, grads)
         return
     assert_no_nan_and_finite_where_true_value_is(value, truth, "the loss")
+    # the gradients come back in the input's dtype: where any true entry is beyond it (float16 at
+    # a tiny temperature), the others carry rounding errors of that size; and where the rounding
+    # of a similarity, times 1/τ, exceeds ~0.01 the softmax itself is decided by rounding (its
+    # float64 ground truth may pick another argmax): only NaN is wrong then
+    beyond = any(bool((t.abs() > torch.finfo(case.dtype).max / 16).any()) for t in truth_grads)
+    beyond = beyond or not well_conditioned(case)
     for i, (g, t) in enumerate(zip(grads, truth_grads, strict=True)):
-        assert_no_nan_and_finite_where_true_value_is(g, t, f"the gradient of view {i}")
+        if beyond:
+            assert not torch.isnan(g).any(), f"the gradient of view {i} has NaN: {g}"
+        else:
+            assert_no_nan_and_finite_where_true_value_is(g, t, f"the gradient of view {i}")
 
 
 @settings(max_examples=150, deadline=None)

@@ -249,7 +249,10 @@ def _peak_scaled(x: Tensor) -> tuple[Tensor, Tensor]:
     """Return each row's largest magnitude and the row divided by it, in the accumulation dtype (zero rows: 0)."""
     dtype = compute_dtype(x.dtype)
     xc = x.to(dtype)
-    peak = xc.abs().amax(dim=1, keepdim=True)
+    # detached: the direction x / ||x|| does not depend on the peak, and peak * ||x / peak|| depends
+    # on it only through x, so the exact gradient through the peak is zero (computing it would
+    # only form a huge cancelling pair: inf - inf where the gradient overflows)
+    peak = xc.detach().abs().amax(dim=1, keepdim=True)
     zero = torch.zeros((), dtype=dtype, device=x.device)
     return peak, torch.where(peak > 0, xc / peak.clamp_min(torch.finfo(dtype).tiny), zero)
 
@@ -304,6 +307,21 @@ class _Rescaled(torch.autograd.Function):
         return _times_power(grad, scale, ctx.power - 1), None, None  # factor by factor: 0 stays 0
 
 
+class _ScaledGradient(torch.autograd.Function):
+    """The identity; backward multiplies by ``scale ** power`` (the factor :class:`_Restored` omits)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, power):  # type: ignore[override]  # noqa: ANN001, ANN205, D102
+        ctx.save_for_backward(scale)
+        ctx.power = power
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]  # noqa: ANN001, ANN205, D102
+        (scale,) = ctx.saved_tensors
+        return _times_power(grad, scale, ctx.power), None, None
+
+
 class _Restored(torch.autograd.Function):
     """``x * scale ** power``; backward passes the gradient on unscaled (:class:`_Rescaled` applies it)."""
 
@@ -333,6 +351,15 @@ def rescaled(x: Tensor, scale: Tensor, power: int) -> Tensor:
     ``scale**power`` through the whole backward pass). ``scale`` is a constant (detached).
     """
     return _Rescaled.apply(x, scale.detach(), power)
+
+
+def scaled_gradient(x: Tensor, scale: Tensor, power: int) -> Tensor:
+    """``x`` itself, for a scale-invariant function of it inside a term that :func:`restored` scales back.
+
+    Where :func:`rescaled` would overflow (``x / scale`` beyond the dtype) but only the
+    direction of ``x`` matters, this carries the factor ``scale**power`` into the gradient.
+    """
+    return _ScaledGradient.apply(x, scale.detach(), power)
 
 
 def restored(value: Tensor, scale: Tensor, power: int) -> Tensor:

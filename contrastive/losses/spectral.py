@@ -11,7 +11,15 @@ from contrastive._validation import check_embeddings
 from contrastive.distributed import agreed_layout, all_reduce_max, all_reduce_sum, check_gather, should_gather
 from contrastive.engine.reference import compute_dtype
 from contrastive.hookspecs import Register, hookimpl
-from contrastive.losses.base import _times_power, common_scale, rescaled, restored, row_norms, unit_rows
+from contrastive.losses.base import (
+    _times_power,
+    common_scale,
+    rescaled,
+    restored,
+    row_norms,
+    scaled_gradient,
+    unit_rows,
+)
 
 __all__ = [
     "SpectralContrastiveLoss",
@@ -87,14 +95,20 @@ def _prepared(z1: torch.Tensor, z2: torch.Tensor, mu: float | None) -> tuple[tor
     return z1, z2
 
 
-def _clipped(w: torch.Tensor, z: torch.Tensor, mu: float | None, scale: torch.Tensor) -> torch.Tensor:
-    """The norm clip of ``z`` applied to ``w = z / scale``: rows of ``z`` longer than √mu get norm √mu / scale."""
+def _clipped(z: torch.Tensor, mu: float | None, scale: torch.Tensor, power: int) -> torch.Tensor:
+    """The clipped rows of ``z`` over ``scale``, for a term of degree ``power`` (see :func:`rescaled`).
+
+    A row longer than √mu becomes √mu / scale times its direction, taken from ``z`` itself
+    (``z / scale`` may overflow where ``z`` is far longer than √mu); the others are ``z / scale``,
+    bounded by the scale. Both carry the term's gradient factor.
+    """
+    w = rescaled(z, scale, power)  # may be inf on clipped rows: not selected there, zero gradient
     if mu is None:
         return w
     too_long = row_norms(z.detach()) > math.sqrt(mu)
     # √mu / scale is at most ~2√D where a row is clipped (scale bounds the clipped entries); 0 elsewhere
     factor = torch.where(too_long, math.sqrt(mu) / scale, torch.zeros_like(scale))
-    return torch.where(too_long, factor * unit_rows(w), w)
+    return torch.where(too_long, factor * unit_rows(scaled_gradient(z, scale, power)), w)
 
 
 def _statistics(z1: torch.Tensor, z2: torch.Tensor) -> SpectralStatistics:
@@ -175,8 +189,8 @@ def spectral_contrastive_loss(
         scale = all_reduce_max(scale)  # one scale for the statistics of every rank
     # statistics of the clipped rows / scale; the positive term is of degree 2, the negative of
     # degree 4 (see rescaled); the clip acts on the scaled rows, so its backward sees small gradients
-    a1, a2 = (_clipped(rescaled(z, scale, 2), z, mu, scale) for z in (z1, z2))
-    b1, b2 = (_clipped(rescaled(z, scale, 4), z, mu, scale) for z in (z1, z2))
+    a1, a2 = (_clipped(z, mu, scale, 2) for z in (z1, z2))
+    b1, b2 = (_clipped(z, mu, scale, 4) for z in (z1, z2))
     stats = _statistics(b1, b2)._replace(pos_sum=(a1 * a2).sum())
     if distributed:
         stats = sum_across_ranks(stats)
