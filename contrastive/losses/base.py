@@ -192,17 +192,8 @@ def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = 
     n_valid = valid.sum()
     if gathering and (weights is None or options.validate_args):
         n_valid = count_across_ranks(n_valid, valid.device)
-    if options.validate_args and int(n_valid) == 0:
-        message = ("no anchor has a positive (every label occurs once and there is one view, or the "
-                   "batch holds one sample)")
-        if options.decoupled:
-            message = "no anchor has both a positive and a negative (decoupled=True needs two samples or more)"
-        if options.no_positive == "raise":
-            raise ValueError(message + "; pass at least two views or labels shared by two samples")
-        if not options._warned[0]:
-            options._warned[0] = True
-            warnings.warn(message + ": the loss is 0 for this batch (no_positive='raise' makes it an error)",
-                          NoPositiveWarning, stacklevel=4)
+    if options.validate_args:
+        check_some_valid(n_valid, options, stacklevel=5)
     world_size = layout.world_size if gathering else 1
     if weights is not None:
         weights = torch.where(valid, weights.to(losses.dtype), torch.zeros((), dtype=losses.dtype,
@@ -212,6 +203,22 @@ def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = 
         return (losses * weights).sum() * world_size / safe
     total = losses.sum() * world_size if gathering else losses.sum()
     return total / (n_valid.clamp(min=1) if isinstance(n_valid, Tensor) else max(n_valid, 1))
+
+
+def check_some_valid(n_valid: Tensor | int, options: EngineOptions, stacklevel: int = 4) -> None:
+    """Apply ``options.no_positive`` when ``n_valid`` (read from the device) is 0: ValueError or one warning."""
+    if int(n_valid) != 0:
+        return
+    message = ("no anchor has a positive (every label occurs once and there is one view, or the "
+               "batch holds one sample)")
+    if options.decoupled:
+        message = "no anchor has both a positive and a negative (decoupled=True needs two samples or more)"
+    if options.no_positive == "raise":
+        raise ValueError(message + "; pass at least two views or labels shared by two samples")
+    if not options._warned[0]:
+        options._warned[0] = True
+        warnings.warn(message + ": the loss is 0 for this batch (no_positive='raise' makes it an error)",
+                      NoPositiveWarning, stacklevel=stacklevel)
 
 
 def candidate_similarity_sums(anchors: Tensor, candidates: Tensor, temperature: float | Tensor) -> Tensor:

@@ -13,6 +13,7 @@ from contrastive.distributed import agreed_layout, all_gather_rows
 from contrastive.engine import dual_row_stats, row_stats
 from contrastive.engine.dispatch import INVERSE_TEMPERATURE_HEADROOM
 from contrastive.hookspecs import hookimpl
+from contrastive.losses.fused import fused_applies, fused_clip_loss
 from contrastive.losses.base import (
     EngineLoss,
     EngineOptions,
@@ -92,10 +93,12 @@ def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, 
         return image, text, given, check_weights(weights, image.shape[0], validate)
 
     (image, text, given, weights), layout = agreed_layout(check, lambda c: c[0], "image_features", options.gather)
-    temperature = torch.exp(-logit_scale) if isinstance(logit_scale, Tensor) else math.exp(-logit_scale)
     batch = image.shape[0]
     if layout.total < 1:
         raise ValueError("image_features must hold at least one sample, got batch size 0")
+    if layout.world_size == 1 and not label_smoothing and fused_applies(options, batch, batch, weights, image):
+        return fused_clip_loss(image, text, given, logit_scale, weights, options)
+    temperature = torch.exp(-logit_scale) if isinstance(logit_scale, Tensor) else math.exp(-logit_scale)
     candidate_labels = sample_labels(given, batch, image.device, layout)
     anchor_labels = candidate_labels[layout.offset : layout.offset + batch]
     if options.normalize:

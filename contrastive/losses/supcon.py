@@ -30,6 +30,7 @@ from contrastive.losses.base import (
     sample_labels,
     unit_rows,
 )
+from contrastive.losses.fused import fused_applies, fused_multiview_loss
 from contrastive.samplers import MemoryQueue
 
 Tensor = torch.Tensor
@@ -102,6 +103,10 @@ def multiview_loss(
             weights, checked[0].shape[0], validate)
 
     (views, z, labels, extra, weights), layout = agreed_layout(check, lambda c: c[0][0], "views", options.gather)
+    if (layout.world_size == 1 and extra is None and contrast_mode == "all" and positive_weight is None
+            and (labels is None or labels.dim() == 1) and fused_applies(options, z.shape[0], z.shape[0], weights, z)):
+        loss = fused_multiview_loss(z, labels, temperature, len(views), weights, options)
+        return loss if base_temperature is None else loss * (temperature / base_temperature)
     batch = views[0].shape[0]
     labels = sample_labels(labels, batch, z.device, layout)  # global ones when gathering
     if options.normalize:
