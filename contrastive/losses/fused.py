@@ -165,7 +165,7 @@ class FusedMultiview(torch.autograd.Function):
             a = _anchor_weights(weights, valid, n_views, n, dtype)
             coef = mask * (a * reciprocal)[:, None]
             log_p = torch.log_softmax(s, dim=1).fill_diagonal_(0.0)
-            loss = -torch.vdot(coef.view(-1), log_p.view(-1))
+            loss = torch.rsub(torch.vdot(coef.view(-1), log_p.view(-1)), 0.0)  # +0.0 without positives
             ctx.save_for_backward(z, inverse, log_p, coef, a, inv_tau_t)
             ctx.labelled = "mask"
             n_valid = valid.sum()
