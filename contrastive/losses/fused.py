@@ -38,9 +38,9 @@ Tensor = torch.Tensor
 #: overtakes one materialised matrix between 2N = 1,024 and 2,048 (D = 128, fp32).
 FUSED_ELEMENTS = 2**20
 #: From this many similarities on, SupCon's positives come from per-label sums (O(N·D)) instead
-#: of an N x N mask: measured on the 2-core CPU, the sums win from 2N = 512-1,024 (fewer N x N passes)
-#: and lose below (more small operations).
-LABEL_SUMS_ELEMENTS = 2**18
+#: of an N x N mask: measured on the 2-core CPU, the sums win at 2N = 1,024 (fewer N x N passes),
+#: tie at 512 and lose below (more small operations).
+LABEL_SUMS_ELEMENTS = 2**19
 
 
 def fused_applies(options: EngineOptions, rows: int, cols: int, weights: Tensor | None, like: Tensor) -> bool:
