@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from contrastive.losses.base import unit_rows
+from contrastive.functional import unit_rows
 from contrastive.samplers import Sampler
 
 Tensor = torch.Tensor

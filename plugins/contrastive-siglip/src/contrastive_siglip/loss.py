@@ -23,22 +23,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from contrastive.functional import unit_rows
+
 Tensor = torch.Tensor
 
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def unit_rows(x: Tensor) -> Tensor:
-    """L2-normalise the rows of ``x`` for every finite input; an all-zero row stays zero, with zero gradient.
-
-    Dividing by each row's largest magnitude first keeps the norm from overflowing (float32
-    rows of norm above ~1.8e19) or underflowing (``F.normalize``'s ``eps`` would then shrink
-    tiny rows instead of normalising them); a zero row has no direction and would otherwise get
-    a gradient of 1/eps = 1e12, which is Inf once cast back to float16.
-    """
-    peak = x.abs().amax(dim=1, keepdim=True)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    return F.normalize(torch.where(peak > 0, x / peak.clamp_min(torch.finfo(x.dtype).tiny), zero), dim=1)
 
 
 class _PairSoftplusSum(torch.autograd.Function):
