@@ -127,6 +127,16 @@ def check_temperature(temperature: object, name: str = "temperature") -> Tensor 
     return temperature if isinstance(temperature, Tensor) else value
 
 
+def checked_temperature(temperature: object, validate: bool) -> Tensor | float:
+    """Check a loss call's temperature: a number always (as a Python float), a tensor when ``validate``.
+
+    Checking a number reads nothing from the device; checking a tensor reads its value.
+    """
+    if validate or not isinstance(temperature, Tensor):
+        return check_temperature(temperature)
+    return temperature
+
+
 def check_unit_interval(value: object, name: str) -> float:
     """Return ``value`` as float if it lies in [0, 1), else raise ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= float(value) < 1.0):

@@ -173,7 +173,7 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, *,
         denominator = sampler.log_negative_term(safe, temperature)
     else:
         denominator = torch.logaddexp(safe.pos_lse, sampler.log_negative_term(safe, temperature))
-    return torch.where(valid, denominator - torch.where(valid, positive, zero), zero), valid
+    return torch.where(valid, denominator - positive, zero), valid  # positive is finite on every row
 
 
 def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = None,

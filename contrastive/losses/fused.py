@@ -30,7 +30,7 @@ import torch
 from contrastive.engine import resolve_backend
 from contrastive.engine.dispatch import check_inverse_temperature
 from contrastive.engine.reference import compute_dtype
-from contrastive.losses.base import EngineOptions, check_some_valid, is_uniform
+from contrastive.losses.base import EngineOptions, check_some_valid, dense_labels, is_uniform
 
 Tensor = torch.Tensor
 #: Problems whose similarity matrix has at most this many entries take the fused path (on the
@@ -224,7 +224,7 @@ class FusedMultiview(torch.autograd.Function):
 
 def _label_sums(labels: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Return dense label ids, each row's number of positives (others with its label) and the label sums of ``z``."""
-    ids = torch.searchsorted(torch.sort(labels).values, labels)  # equal labels, equal ids in [0, n)
+    ids = dense_labels(labels)  # equal labels, equal ids in [0, n)
     ones = torch.ones(labels.shape[0], dtype=z.dtype, device=z.device)
     counts = torch.zeros_like(ones).index_add_(0, ids, ones).index_select(0, ids).sub_(1.0)
     return ids, counts, torch.zeros_like(z).index_add_(0, ids, z)

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from contrastive._validation import check_embeddings, check_temperature
+from contrastive._validation import check_embeddings, checked_temperature
 from contrastive.distributed import agreed_layout, all_gather_rows
 from contrastive.engine import RowStats, row_stats
 from contrastive.hookspecs import hookimpl
@@ -69,21 +69,18 @@ def _infonce(query: Tensor, key: Tensor, negatives: Tensor | MemoryQueue | None,
              in_batch_negatives: bool, options: EngineOptions, label_smoothing: float = 0.0,
              weights: Tensor | None = None) -> Tensor:
     """InfoNCE with checked options."""
-    if not isinstance(temperature, Tensor):  # a Python float from here on (NumPy scalars too)
-        temperature = check_temperature(temperature)
-
-    def check() -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def check() -> tuple[float | Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
         q, k = _check_pair(query, key, options.validate_args)
-        if options.validate_args:
-            check_temperature(temperature)
+        tau = checked_temperature(temperature, options.validate_args)  # a float from here on (NumPy too)
         extra = extra_negatives(negatives, q, options)
         if not in_batch_negatives and extra is None:
             raise ValueError(
                 "in_batch_negatives=False needs negatives= (a tensor or a non-empty MemoryQueue), got none"
             )
-        return q, k, extra, check_weights(weights, q.shape[0], options.validate_args)
+        return tau, q, k, extra, check_weights(weights, q.shape[0], options.validate_args)
 
-    (query, key, extra, weights), layout = agreed_layout(check, lambda c: c[0], "query", options.gather)
+    (temperature, query, key, extra, weights), layout = agreed_layout(check, lambda c: c[1], "query",
+                                                                      options.gather)
     if layout.total < 1:
         raise ValueError("query must hold at least one sample, got batch size 0")
     batch = query.shape[0]

@@ -13,6 +13,7 @@ from contrastive._validation import (
     check_supervised_labels,
     check_temperature,
     check_views,
+    checked_temperature,
 )
 from contrastive.distributed import BatchLayout, agreed_layout
 from contrastive.engine import RowStats
@@ -82,13 +83,10 @@ def multiview_loss(
     row statistics to a per-anchor factor of the positive term (DCLW).
     """
     validate = options.validate_args
-    if not isinstance(temperature, Tensor):  # a Python float from here on (NumPy scalars too)
-        temperature = check_temperature(temperature)
 
-    def check() -> tuple[list[Tensor], Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    def check() -> tuple[float | Tensor, list[Tensor], Tensor, Tensor | None, Tensor | None, Tensor | None]:
         checked = check_views(views, finite=False)
-        if validate:
-            check_temperature(temperature)
+        tau = checked_temperature(temperature, validate)  # a Python float from here on (NumPy scalars too)
         if labels is None and len(checked) < 2:
             raise ValueError(
                 "a single view needs labels=: without labels the positives are the other views "
@@ -99,10 +97,11 @@ def multiview_loss(
         z = torch.cat(checked)
         if validate:
             check_finite_views(z, len(checked))
-        return checked, z, given, extra_negatives(negatives, z, options), check_weights(
+        return tau, checked, z, given, extra_negatives(negatives, z, options), check_weights(
             weights, checked[0].shape[0], validate)
 
-    (views, z, labels, extra, weights), layout = agreed_layout(check, lambda c: c[0][0], "views", options.gather)
+    (temperature, views, z, labels, extra, weights), layout = agreed_layout(check, lambda c: c[1][0], "views",
+                                                                            options.gather)
     if (layout.world_size == 1 and extra is None and contrast_mode == "all" and positive_weight is None
             and (labels is None or labels.dim() == 1) and fused_applies(options, z.shape[0], z.shape[0], weights, z)):
         loss = fused_multiview_loss(z, labels, temperature, len(views), weights, options)
