@@ -183,6 +183,9 @@ def test_spectral_loss_rejects_bad_inputs_with_a_clear_message(views, kwargs, ma
 def test_spectral_loss_rejects_a_bad_mu(mu) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="mu must be a positive finite number"):
         SpectralContrastiveLoss(mu=mu)
+    z = torch.randn(3, 2)
+    with pytest.raises(ValueError, match="mu must be a positive finite number"):  # the function checks it too
+        spectral_contrastive_loss(z, z.flip(0), mu=mu)
 
 
 # --- linear_spectral ----------------------------------------------------------------------------

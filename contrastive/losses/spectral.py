@@ -61,9 +61,17 @@ def clip_norm(z: torch.Tensor, mu: float) -> torch.Tensor:
     row of any finite magnitude is clipped to ``sqrt(mu)``, never to zero.
     """
     _check_mu(mu)
-    radius = math.sqrt(mu)
-    too_long = row_norms(z.detach()) > radius
-    return torch.where(too_long, radius * unit_rows(z), z)
+    return _clip(z, _too_long(z, mu), mu)
+
+
+def _too_long(z: torch.Tensor, mu: float) -> torch.Tensor:
+    """The ``(B, 1)`` mask of the rows of ``z`` longer than √mu (norms computed without overflow)."""
+    return row_norms(z.detach()) > math.sqrt(mu)
+
+
+def _clip(z: torch.Tensor, too_long: torch.Tensor, mu: float) -> torch.Tensor:
+    """``z`` with the ``too_long`` rows rescaled to norm √mu."""
+    return torch.where(too_long, math.sqrt(mu) * unit_rows(z), z)
 
 
 def spectral_statistics(
@@ -95,17 +103,17 @@ def _prepared(z1: torch.Tensor, z2: torch.Tensor, mu: float | None) -> tuple[tor
     return z1, z2
 
 
-def _clipped(z: torch.Tensor, mu: float | None, scale: torch.Tensor, power: int) -> torch.Tensor:
+def _clipped(z: torch.Tensor, too_long: torch.Tensor | None, mu: float | None, scale: torch.Tensor, power: int
+             ) -> torch.Tensor:
     """The clipped rows of ``z`` over ``scale``, for a term of degree ``power`` (see :func:`rescaled`).
 
-    A row longer than √mu becomes √mu / scale times its direction, taken from ``z`` itself
-    (``z / scale`` may overflow where ``z`` is far longer than √mu); the others are ``z / scale``,
-    bounded by the scale. Both carry the term's gradient factor.
+    A ``too_long`` row (longer than √mu) becomes √mu / scale times its direction, taken from
+    ``z`` itself (``z / scale`` may overflow where ``z`` is far longer than √mu); the others are
+    ``z / scale``, bounded by the scale. Both carry the term's gradient factor.
     """
     w = rescaled(z, scale, power)  # may be inf on clipped rows: not selected there, zero gradient
     if mu is None:
         return w
-    too_long = row_norms(z.detach()) > math.sqrt(mu)
     # √mu / scale is at most ~2√D where a row is clipped (scale bounds the clipped entries); 0 elsewhere
     factor = torch.where(too_long, math.sqrt(mu) / scale, torch.zeros_like(scale))
     return torch.where(too_long, factor * unit_rows(scaled_gradient(z, scale, power)), w)
@@ -181,16 +189,22 @@ def spectral_contrastive_loss(
     """
     distributed = should_gather(gather)
     # a shard may hold one pair; the global batch needs two (checked on the sums)
-    (z1, z2), _ = agreed_layout(lambda: _check_pair(z1, z2, min_rows=1 if distributed else 2, finite=validate_args),
-                                lambda pair: pair[0], "z1", gather)
+    def check() -> tuple[torch.Tensor, torch.Tensor]:
+        if mu is not None:
+            _check_mu(mu)
+        return _check_pair(z1, z2, min_rows=1 if distributed else 2, finite=validate_args)
+
+    (z1, z2), _ = agreed_layout(check, lambda pair: pair[0], "z1", gather)
     z1, z2 = _prepared(z1, z2, None)
-    scale = common_scale(*_prepared(z1.detach(), z2.detach(), mu))  # of the clipped rows
+    masks = [None if mu is None else _too_long(z, mu) for z in (z1, z2)]
+    # the scale of the clipped rows
+    scale = common_scale(*(z.detach() if m is None else _clip(z.detach(), m, mu) for z, m in zip((z1, z2), masks)))
     if distributed:
         scale = all_reduce_max(scale)  # one scale for the statistics of every rank
     # statistics of the clipped rows / scale; the positive term is of degree 2, the negative of
     # degree 4 (see rescaled); the clip acts on the scaled rows, so its backward sees small gradients
-    a1, a2 = (_clipped(z, mu, scale, 2) for z in (z1, z2))
-    b1, b2 = (_clipped(z, mu, scale, 4) for z in (z1, z2))
+    a1, a2 = (_clipped(z, m, mu, scale, 2) for z, m in zip((z1, z2), masks))
+    b1, b2 = (_clipped(z, m, mu, scale, 4) for z, m in zip((z1, z2), masks))
     stats = _statistics(b1, b2)._replace(pos_sum=(a1 * a2).sum())
     if distributed:
         stats = sum_across_ranks(stats)
