@@ -10,7 +10,7 @@ import torch
 from contrastive._call_styles import logit_scale_as_labels
 from contrastive._validation import check_embeddings, check_labels, check_temperature
 from contrastive.distributed import agreed_layout, all_gather_rows
-from contrastive.engine import dual_row_stats, row_stats
+from contrastive.engine import RowStats, dual_row_stats, row_stats
 from contrastive.engine.dispatch import INVERSE_TEMPERATURE_HEADROOM
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.fused import fused_applies, fused_clip_loss
@@ -71,8 +71,9 @@ def clip_loss(
     """
     if (message := logit_scale_as_labels(labels, function=True)) is not None:  # open_clip's call style
         raise ValueError(message)
-    return _clip(image_features, text_features, labels, logit_scale, engine_options(options),
-                 check_label_smoothing(label_smoothing, engine_options(options)), weights)
+    checked = engine_options(options)
+    return _clip(image_features, text_features, labels, logit_scale, checked,
+                 check_label_smoothing(label_smoothing, checked), weights)
 
 
 def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, logit_scale: float | Tensor,
@@ -112,13 +113,15 @@ def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, 
         others = (all_gather_rows(text, layout), all_gather_rows(image, layout))
         both = [row_stats(anchors, candidates, anchor_labels, candidate_labels, **engine)
                 for anchors, candidates in zip((image, text), others, strict=True)]
-    image_loss, text_loss = (
-        mean_over_valid(*anchor_losses(stats, sampler, temperature, decoupled=options.decoupled, smoothing=None
-                                       if not label_smoothing else
-                                       (label_smoothing, candidate_similarity_sums(anchors, candidates, temperature))),
-                        layout, options, weights)
-        for stats, anchors, candidates in zip(both, (image, text), others, strict=True)
-    )
+
+    def direction(stats: RowStats, anchors: Tensor, candidates: Tensor) -> Tensor:
+        smoothing = None
+        if label_smoothing:
+            smoothing = (label_smoothing, candidate_similarity_sums(anchors, candidates, temperature))
+        losses, valid = anchor_losses(stats, sampler, temperature, decoupled=options.decoupled, smoothing=smoothing)
+        return mean_over_valid(losses, valid, layout, options, weights)
+
+    image_loss, text_loss = (direction(*d) for d in zip(both, (image, text), others, strict=True))
     return (image_loss + text_loss) / 2
 
 
