@@ -140,15 +140,16 @@ def batch_layout(local: Tensor | None, name: str = "embeddings", failure: BaseEx
     shape = torch.tensor([rows, width, failure is not None], dtype=torch.long, device=device)
     shapes = [torch.empty_like(shape) for _ in range(world_size)]
     dist.all_gather(shapes, shape)
-    failed = [r for r, s in enumerate(shapes) if int(s[2])]
+    table = torch.stack(shapes).tolist()  # one read from the device for every rank's row
+    failed = [r for r, (_, _, bad) in enumerate(table) if bad]
     if failed:
         _raise_on_every_rank(failure, failed, world_size)
-    widths = [int(s[1]) for s in shapes]
+    widths = [width for _, width, _ in table]
     if len(set(widths)) != 1:
         raise ValueError(
             f"{name} must have the same width on every rank, got widths {widths} on ranks 0..{world_size - 1}"
         )
-    return BatchLayout(rank, tuple(int(s[0]) for s in shapes))
+    return BatchLayout(rank, tuple(rows for rows, _, _ in table))
 
 
 def agreed_layout(check: Callable[[], T], rows: Callable[[T], Tensor], name: str, gather: object
