@@ -32,6 +32,7 @@ from contrastive.losses.base import (
     unit_rows,
 )
 from contrastive.losses.fused import fused_applies, fused_multiview_loss
+from contrastive.losses.fused_stats import fused_multiview_stats, fused_stats_applies
 from contrastive.samplers import MemoryQueue
 
 Tensor = torch.Tensor
@@ -107,13 +108,17 @@ def multiview_loss(
         loss = fused_multiview_loss(z, labels, temperature, len(views), weights, options)
         return loss if base_temperature is None else loss * (temperature / base_temperature)
     batch = views[0].shape[0]
-    labels = sample_labels(labels, batch, z.device, layout)  # global ones when gathering
-    if options.normalize:
-        z = unit_rows(z, options.rows_dtype(z))
     anchors = None if contrast_mode == "all" else batch
     sampler = options.resolved_sampler
-    stats = multiview_stats(z, labels, layout, len(views), anchors, extra, temperature, sampler, options,
-                            positive_weighting)
+    if (layout.world_size == 1 and extra is None and anchors is None and (labels is None or labels.dim() == 1)
+            and fused_stats_applies(options, temperature, sampler.exponents, z.shape[0], z)):
+        stats = fused_multiview_stats(z, labels, temperature, len(views), sampler.exponents)
+    else:
+        labels = sample_labels(labels, batch, z.device, layout)  # global ones when gathering
+        if options.normalize:
+            z = unit_rows(z, options.rows_dtype(z))
+        stats = multiview_stats(z, labels, layout, len(views), anchors, extra, temperature, sampler, options,
+                                positive_weighting)
     factor = None if positive_weight is None else positive_weight(stats, temperature, layout)
     losses, valid = anchor_losses(stats, sampler, temperature, decoupled=options.decoupled, positive_weight=factor)
     if weights is not None:  # per sample: each of its anchors (every view, or the first)
