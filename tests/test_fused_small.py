@@ -84,16 +84,18 @@ def test_nt_xent_equals_reference(seed: int, n_views: int, batch: int, dim: int,
 
 @pytest.mark.parametrize("positives", ["mask", "label sums"])
 @given(seed=st.integers(0, 2**16), n_views=st.integers(1, 3), batch=st.integers(2, 10), classes=st.integers(1, 12),
-       weighted=st.booleans())
+       weighted=st.booleans(), normalize=st.booleans())
 def test_supcon_equals_reference(positives: str, seed: int, n_views: int, batch: int, classes: int,
-                                 weighted: bool) -> None:
-    """SupCon with labels (classes seen once included), one to three views, optional weights; both forms."""
+                                 weighted: bool, normalize: bool) -> None:
+    """SupCon with labels (classes seen once included), one to three views, optional weights; both forms,
+    each with direct exponentials (unit rows) and with log-softmax (``normalize=False``)."""
     threshold = fused.LABEL_SUMS_ELEMENTS if positives == "mask" else 1  # small problems take the mask
     with unittest.mock.patch.object(fused, "LABEL_SUMS_ELEMENTS", threshold):
-        _supcon_equals_reference(seed, n_views, batch, classes, weighted)
+        _supcon_equals_reference(seed, n_views, batch, classes, weighted, normalize)
 
 
-def _supcon_equals_reference(seed: int, n_views: int, batch: int, classes: int, weighted: bool) -> None:
+def _supcon_equals_reference(seed: int, n_views: int, batch: int, classes: int, weighted: bool,
+                             normalize: bool = True) -> None:
     g = torch.Generator().manual_seed(seed)
     views = _views(seed, n_views, batch, 5)
     labels = torch.randint(0, classes, (batch,), generator=g)
@@ -104,7 +106,7 @@ def _supcon_equals_reference(seed: int, n_views: int, batch: int, classes: int, 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", cl.NoPositiveWarning)  # one view of distinct labels
-        _assert_matches("supcon", views, call, temperature=0.2)
+        _assert_matches("supcon", views, call, temperature=0.2, normalize=normalize)
 
 
 @given(seed=st.integers(0, 2**16), batch=st.integers(2, 12), labelled=st.booleans(), weighted=st.booleans(),

@@ -103,7 +103,7 @@ class LabelStructure:
             raise ValueError("only a problem without own columns can be swapped")
         return LabelStructure(self.c_ids, self.a_ids, None, False)
 
-    def _per_label(self, values: Tensor) -> Tensor:
+    def per_label(self, values: Tensor) -> Tensor:
         """Sum ``values`` (one row per candidate) per label id."""
         size = self.a_ids.numel() + (0 if self.symmetric else self.c_ids.numel())
         if values.dim() == 2 and values.numel() <= FLAT_INDEX_ADD:
@@ -116,7 +116,7 @@ class LabelStructure:
         return values.new_zeros((size, *values.shape[1:])).index_add(0, self.c_ids, values)
 
     @staticmethod
-    def _rows(table: Tensor, ids: Tensor) -> Tensor:
+    def label_rows(table: Tensor, ids: Tensor) -> Tensor:
         """Return ``table[ids]`` (rows), flattened for small blocks so that backward is a 1-D index_add."""
         width = table.shape[1]
         if ids.numel() * width <= FLAT_INDEX_ADD:
@@ -126,7 +126,7 @@ class LabelStructure:
 
     def counts(self) -> tuple[Tensor, Tensor]:
         """Return ``(pos_count, neg_count)``."""
-        same = self._per_label(torch.ones_like(self.c_ids))[self.a_ids]
+        same = self.per_label(torch.ones_like(self.c_ids))[self.a_ids]
         pos = same - 1 if self.symmetric else same
         if self.self_positive is not None:
             pos = pos - self.self_positive.long()
@@ -141,7 +141,7 @@ class LabelStructure:
         c = anchors if candidates is None else candidates
         if c.shape[0] == 0:
             return anchors.new_zeros(anchors.shape[0])
-        total = (anchors * self._rows(self._per_label(c), self.a_ids)).sum(dim=1)
+        total = (anchors * self.label_rows(self.per_label(c), self.a_ids)).sum(dim=1)
         if self.symmetric:
             total = total - (anchors * anchors).sum(dim=1)
         elif self.self_positive is not None:

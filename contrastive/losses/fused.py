@@ -30,7 +30,9 @@ import torch
 from contrastive.engine import resolve_backend
 from contrastive.engine.dispatch import check_inverse_temperature
 from contrastive.engine.reference import compute_dtype
-from contrastive.losses.base import EngineOptions, check_some_valid, dense_labels, is_uniform
+from contrastive.engine.stats import LabelStructure
+from contrastive.engine.tiles import direct_is_safe
+from contrastive.losses.base import EngineOptions, check_some_valid, is_uniform
 
 Tensor = torch.Tensor
 #: Problems whose similarity matrix has at most this many entries take the fused path (on the
@@ -38,8 +40,9 @@ Tensor = torch.Tensor
 #: overtakes one materialised matrix between 2N = 1,024 and 2,048 (D = 128, fp32).
 FUSED_ELEMENTS = 2**20
 #: From this many similarities on, SupCon's positives come from per-label sums (O(N·D)) instead
-#: of an N x N mask: measured on the 2-core CPU, the sums win at 2N = 1,024 (fewer N x N passes),
-#: tie at 512 and lose below (more small operations).
+#: of an N x N float mask: measured on the 2-core CPU (alternating rounds, D = 128), the mask
+#: wins at 2N = 256-724 (2.42 / 6.35 / 9.70 ms against 2.59 / 6.93 / 10.22), the sums at 1,024
+#: (13.52 against 13.91 ms, and no N x N mask held).
 LABEL_SUMS_ELEMENTS = 2**19
 
 
@@ -70,8 +73,11 @@ def fused_multiview_loss(z: Tensor, labels: Tensor | None, temperature: float | 
     """SupCon of the stacked views ``z`` (``labels`` ``(B,)`` int64 or None: pair ids) by :class:`FusedMultiview`."""
     inv_tau = _inverse_temperature(temperature, z, options.validate_args)
     if labels is None:
-        return FusedMultiview.apply(z, None, inv_tau, weights, n_views, options.normalize)
-    loss, n_valid = FusedMultiview.apply(z, labels, inv_tau, weights, n_views, options.normalize)
+        return FusedMultiview.apply(z, None, inv_tau, weights, n_views, options.normalize, False)
+    # unit rows and a float 1/τ within the direct limit: e^s needs no shift (Python-known)
+    direct = options.normalize and not isinstance(inv_tau, Tensor) and direct_is_safe(
+        inv_tau, (1.0,), compute_dtype(z.dtype))
+    loss, n_valid = FusedMultiview.apply(z, labels, inv_tau, weights, n_views, options.normalize, direct)
     if options.validate_args:
         check_some_valid(n_valid, options, stacklevel=5)
     return loss
@@ -101,6 +107,11 @@ def _unit_backward(grad: Tensor, z: Tensor, inverse: Tensor) -> Tensor:
     return grad.addcmul_(z, (z * grad).sum(dim=1, keepdim=True), value=-1.0).mul_(inverse)
 
 
+def _symmetrised(g: Tensor) -> Tensor:
+    """Return ``g + gᵀ`` (a new tensor): the transpose copied first, which torch blocks (2-3x faster than ``g + g.T``)."""
+    return g.T.contiguous().add_(g)
+
+
 def _prepare(x: Tensor, normalize: bool) -> tuple[Tensor, Tensor | None]:
     """The rows in the accumulation dtype, unit-norm when ``normalize`` (with their inverse norms)."""
     xc = x.to(compute_dtype(x.dtype))
@@ -125,9 +136,9 @@ def _positive_coefficients(labels: Tensor, repeats: int, self_excluded: bool, dt
                            ) -> tuple[Tensor, Tensor, Tensor]:
     """Return the positive mask (own column out when ``self_excluded``), ``1 / |P(i)|`` and ``|P(i)| > 0``."""
     rows = labels.repeat(repeats)
-    mask = rows[:, None] == rows[None, :]
+    mask = (rows[:, None] == rows[None, :]).to(dtype)  # a float mask: products with it beat where
     if self_excluded:
-        mask.fill_diagonal_(False)
+        mask.fill_diagonal_(0.0)
     count = mask.sum(dim=1)
     return mask, count.clamp(min=1).to(dtype).reciprocal_(), count > 0
 
@@ -135,13 +146,15 @@ def _positive_coefficients(labels: Tensor, repeats: int, self_excluded: bool, dt
 class FusedMultiview(torch.autograd.Function):
     """SupCon over ``V`` stacked views against themselves (own column excluded): the loss and its backward.
 
-    ``forward(x, labels, inv_tau, weights, n_views, normalize)``: ``x`` ``(V·B, D)``, ``labels``
-    ``(B,)`` int64 or None (pair ids), ``inv_tau`` a float or 0-d tensor, ``weights`` ``(B,)`` or
-    None. Returns the loss, and with labels also the number of anchors with a positive.
+    ``forward(x, labels, inv_tau, weights, n_views, normalize, direct)``: ``x`` ``(V·B, D)``,
+    ``labels`` ``(B,)`` int64 or None (pair ids), ``inv_tau`` a float or 0-d tensor, ``weights``
+    ``(B,)`` or None; ``direct``: every ``|s|`` is known to allow ``e^s`` without a shift (labels
+    then take the per-label sums at every size, with ``lse = log Σ e^s``). Returns the loss, and
+    with labels also the number of anchors with a positive.
     """
 
     @staticmethod
-    def forward(ctx, x, labels, inv_tau, weights, n_views, normalize):  # type: ignore[override]  # noqa: ANN001, ANN205
+    def forward(ctx, x, labels, inv_tau, weights, n_views, normalize, direct):  # type: ignore[override]  # noqa: ANN001, ANN205
         """Form ``s`` once; the loss is ``Σ a·lse - Σ C∘s``."""
         z, inverse = _prepare(x, normalize)
         n, dtype = z.shape[0], z.dtype
@@ -163,25 +176,38 @@ class FusedMultiview(torch.autograd.Function):
         if n * n < LABEL_SUMS_ELEMENTS:  # small: the N x N mask of positives costs fewer operations
             mask, reciprocal, valid = _positive_coefficients(labels, n_views, True, dtype)
             a = _anchor_weights(weights, valid, n_views, n, dtype)
-            coef = mask * (a * reciprocal)[:, None]
-            log_p = torch.log_softmax(s, dim=1).fill_diagonal_(0.0)
-            loss = torch.rsub(torch.vdot(coef.view(-1), log_p.view(-1)), 0.0)  # +0.0 without positives
-            ctx.save_for_backward(z, inverse, log_p, coef, a, inv_tau_t)
+            coef = mask.mul_((a * reciprocal)[:, None])  # C, 0 on the diagonal
+            if direct:  # Σ C∘log p = Σ C∘s - Σ a·lse with lse = log Σ e^s (the own column: e^s set to 0)
+                positive = torch.vdot(coef.view(-1), s.fill_diagonal_(0.0).view(-1))
+                e = s.exp_().fill_diagonal_(0.0)
+                total = e.sum(dim=1)
+                loss = torch.dot(a, torch.log(total)) - positive
+                ctx.save_for_backward(z, inverse, e, total, coef, a, inv_tau_t)
+            else:
+                log_p = torch.log_softmax(s, dim=1).fill_diagonal_(0.0)
+                loss = torch.rsub(torch.vdot(coef.view(-1), log_p.view(-1)), 0.0)  # +0.0 without positives
+                ctx.save_for_backward(z, inverse, log_p, None, coef, a, inv_tau_t)
             ctx.labelled = "mask"
             n_valid = valid.sum()
             ctx.mark_non_differentiable(n_valid)
             return loss, n_valid
         # larger: per-label sums, O(N·D), no N x N mask. C_ij = c_i [j ∈ P(i)], c_i = a_i / |P(i)|, and
         # Σ_j C_ij log p_ij = c_i (Σ_{p∈P(i)} s_ip - |P(i)| lse_i) = c_i <z_i, S_{y_i} - z_i>/τ - a_i lse_i
-        ids, counts, sums = _label_sums(labels.repeat(n_views), z)
+        structure, counts, sums = _label_sums(labels.repeat(n_views), z)
         valid = counts > 0
         a = _anchor_weights(weights, valid, n_views, n, dtype)
         c = a * counts.clamp(min=1).reciprocal()
-        positive = (z * sums.index_select(0, ids)).sum(dim=1).sub_((z * z).sum(dim=1))
-        lse = torch.logsumexp(s, dim=1)
+        positive = (z * sums).sum(dim=1).sub_((z * z).sum(dim=1))
+        if direct:  # s = e^s, the own column 0; lse = log Σ e^s, softmax = e^s / Σ e^s in backward
+            s = s.exp_()
+            total = s.sum(dim=1)
+            lse = torch.log(total)
+            lse_or_total = total
+        else:
+            lse = lse_or_total = torch.logsumexp(s, dim=1)
         loss = torch.dot(a, lse) - torch.dot(c, positive) * inv_tau
-        ctx.save_for_backward(z, inverse, s, lse, a, c, ids, sums, inv_tau_t)
-        ctx.labelled = "sums"
+        ctx.save_for_backward(z, inverse, s, lse_or_total, a, c, sums, inv_tau_t)
+        ctx.labelled, ctx.direct, ctx.structure = "sums", direct, structure
         n_valid = valid.sum()
         ctx.mark_non_differentiable(n_valid)
         return loss, n_valid
@@ -199,19 +225,25 @@ class FusedMultiview(torch.autograd.Function):
             batch = z.shape[0] // n_views
             c = a_float / (n_views - 1) if a is None else (a / (n_views - 1)).view(n_views, batch)[:, None, :]
             g.view(n_views, batch, n_views, batch).diagonal(dim1=1, dim2=3).sub_(c)
-            gz = torch.mm(g.fill_diagonal_(0.0) + g.T, z)  # the own column: softmax 0, no positive
+            gz = torch.mm(_symmetrised(g.fill_diagonal_(0.0)), z)  # the own column: softmax 0, no positive
         elif ctx.labelled == "mask":
-            z, inverse, log_p, coef, a, inv_tau_t = ctx.saved_tensors
-            g = torch.exp(log_p).mul_(a[:, None]).sub_(coef)
-            gz = torch.mm(g.fill_diagonal_(0.0) + g.T, z)  # the own column: softmax 0, no positive
+            z, inverse, p, total, coef, a, inv_tau_t = ctx.saved_tensors
+            # a·softmax - C; p holds e^s (direct, with its row sums) or log p
+            g = p * (a / total)[:, None] if total is not None else torch.exp(p).mul_(a[:, None])
+            g.sub_(coef)
+            gz = torch.mm(_symmetrised(g.fill_diagonal_(0.0)), z)  # the own column: softmax 0, no positive
         else:
-            z, inverse, s, lse, a, c, ids, sums, inv_tau_t = ctx.saved_tensors
-            g = torch.sub(s, lse[:, None]).exp_().mul_(a[:, None])  # a·softmax (own column: e^-inf = 0)
+            z, inverse, s, lse_or_total, a, c, sums, inv_tau_t = ctx.saved_tensors
+            structure = ctx.structure
+            if ctx.direct:  # s holds e^s: a·softmax = e^s · a / Σ e^s
+                g = s * (a / lse_or_total)[:, None]
+            else:  # a·softmax (own column: e^-inf = 0)
+                g = torch.sub(s, lse_or_total[:, None]).exp_().mul_(a[:, None])
             # (C + Cᵀ) z = c_i (S_{y_i} - z_i) + (T_{y_i} - c_i z_i), T_y = Σ_{j: y_j = y} c_j z_j
             cz = z * c[:, None]
-            weighted = torch.zeros_like(sums).index_add_(0, ids, cz)
-            gz = torch.mm(g + g.T, z)
-            gz.sub_(sums.index_select(0, ids).mul_(c[:, None])).sub_(weighted.index_select(0, ids)).add_(cz, alpha=2.0)
+            weighted = structure.label_rows(structure.per_label(cz), structure.a_ids)
+            gz = torch.mm(_symmetrised(g), z)
+            gz.sub_(sums * c[:, None]).sub_(weighted).add_(cz, alpha=2.0)
         grad_tau = None
         if ctx.needs_input_grad[2]:
             grad_tau = (torch.vdot(z.view(-1), gz.view(-1)) * (0.5 * grad)).to(inv_tau_t.dtype)
@@ -219,15 +251,14 @@ class FusedMultiview(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = (gz if inverse is None else _unit_backward(gz, z, inverse)).to(x_dtype)
-        return grad_x, None, grad_tau, None, None, None
+        return grad_x, None, grad_tau, None, None, None, None
 
 
-def _label_sums(labels: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Return dense label ids, each row's number of positives (others with its label) and the label sums of ``z``."""
-    ids = dense_labels(labels)  # equal labels, equal ids in [0, n)
-    ones = torch.ones(labels.shape[0], dtype=z.dtype, device=z.device)
-    counts = torch.zeros_like(ones).index_add_(0, ids, ones).index_select(0, ids).sub_(1.0)
-    return ids, counts, torch.zeros_like(z).index_add_(0, ids, z)
+def _label_sums(labels: Tensor, z: Tensor) -> tuple[LabelStructure, Tensor, Tensor]:
+    """Return the label structure of the rows, each row's number of positives and each row's label sum of ``z``."""
+    structure = LabelStructure.of(labels, None, None)  # the rows against themselves
+    counts = structure.counts()[0].to(z.dtype)
+    return structure, counts, structure.label_rows(structure.per_label(z), structure.a_ids)
 
 
 class FusedDual(torch.autograd.Function):

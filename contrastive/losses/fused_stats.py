@@ -29,9 +29,10 @@ import torch
 
 from contrastive.engine import RowStats, resolve_backend
 from contrastive.engine.reference import compute_dtype
+from contrastive.engine.stats import LabelStructure
 from contrastive.engine.tiles import direct_is_safe
-from contrastive.losses.base import EngineOptions, dense_labels
-from contrastive.losses.fused import FUSED_ELEMENTS, _prepare, _unit_backward
+from contrastive.losses.base import EngineOptions
+from contrastive.losses.fused import FUSED_ELEMENTS, _prepare, _symmetrised, _unit_backward
 from contrastive.engine.dispatch import check_inverse_temperature
 
 Tensor = torch.Tensor
@@ -67,9 +68,7 @@ def fused_multiview_stats(z: Tensor, labels: Tensor | None, temperature: float, 
         pos_count = torch.full((n,), n_views - 1, dtype=torch.long, device=z.device)
         neg_count = torch.full((n,), n - n_views, dtype=torch.long, device=z.device)
     else:
-        ids = dense_labels(labels.repeat(n_views))
-        same = torch.zeros_like(ids).index_add_(0, ids, torch.ones_like(ids)).index_select(0, ids)
-        pos_count, neg_count = same - 1, n - same
+        pos_count, neg_count = LabelStructure.of(labels.repeat(n_views), None, None).counts()
     return RowStats(neg_lse, pos_lse, pos_sum, pos_count, neg_count, exponents)
 
 
@@ -167,7 +166,7 @@ class FusedMultiviewStats(torch.autograd.Function):
             blocks.add_(part)
         else:
             g.addcmul_(positive, h[:, None]).addcmul_(same, k[:, None])
-        gz = torch.mm(g.add_(g.T.contiguous()), z)
+        gz = torch.mm(_symmetrised(g), z)
         gz.mul_(inv_tau)
         grad_x = _unit_backward(gz, z, inverse).to(x_dtype) if ctx.needs_input_grad[0] else None
         return grad_x, None, None, None, None
