@@ -88,11 +88,6 @@ def _exponentials(s: Tensor, negatives: Tensor, exponents: tuple[float, ...], ma
     return out
 
 
-def _log_and_scale(total: Tensor) -> tuple[Tensor, Tensor]:
-    """Return ``log total`` and ``1/total`` (0 for an empty set, whose log is -inf with zero gradient)."""
-    return torch.log(total), torch.where(total > 0, total.reciprocal(), torch.zeros_like(total))
-
-
 class FusedMultiviewStats(torch.autograd.Function):
     """Split row statistics of ``V`` stacked views against themselves (own column excluded), in direct mode.
 
@@ -137,16 +132,19 @@ class FusedMultiviewStats(torch.autograd.Function):
             pos_total = positive.sum(dim=1)
             pos_sum = (s * same).sum(dim=1)
         terms = _exponentials(s, e, exponents, mask)
-        logs, scales = zip(*(_log_and_scale(t.sum(dim=1)) for t in terms), strict=True)
-        pos_lse, pos_scale = _log_and_scale(pos_total)
-        ctx.save_for_backward(z, inverse, positive, same, torch.stack(scales, dim=1), pos_scale, *terms)
+        # every sum in one (n, E + 1) tensor: one log, one reciprocal (0 for an empty set, whose log is -inf)
+        totals = torch.stack([t.sum(dim=1) for t in terms] + [pos_total], dim=1)
+        logs = torch.log(totals)
+        scales = torch.where(totals > 0, totals.reciprocal(), torch.zeros_like(totals))
+        ctx.save_for_backward(z, inverse, positive, same, scales, *terms)
         ctx.scalars = (inv_tau, n_views, exponents, x.dtype)
-        return torch.stack(logs, dim=1), pos_lse, pos_sum
+        return logs[:, :-1], logs[:, -1], pos_sum
 
     @staticmethod
     def backward(ctx, g_neg, g_pos_lse, g_pos_sum):  # type: ignore[override]  # noqa: ANN001, ANN205
         """``G = Σ_e (g_e γ_e / S_e) e^{γ_e s} + (h / S^P) e^s + k`` on the sets; ``dz = (G + Gᵀ) z / τ``."""
-        z, inverse, positive, same, scales, pos_scale, *terms = ctx.saved_tensors
+        z, inverse, positive, same, all_scales, *terms = ctx.saved_tensors
+        scales, pos_scale = all_scales[:, :-1], all_scales[:, -1]
         inv_tau, n_views, exponents, x_dtype = ctx.scalars
         n = z.shape[0]
         batch = n // n_views

@@ -27,9 +27,10 @@ def debiased_log_negative(
     if tau_plus == 0.0:
         return log_negative_sum
     dtype = log_negative_sum.dtype
-    n_neg = stats.neg_count.to(dtype)
-    log_pos_mean = stats.pos_lse - torch.log(stats.pos_count.clamp(min=1).to(dtype))
-    log_correction = math.log(tau_plus) + torch.log(n_neg) + log_pos_mean
+    # log |N(i)| and log |P(i)| from one log call (on the CPU each transcendental call costs a thread wake-up)
+    log_neg, log_pos = torch.log(torch.stack([stats.neg_count, stats.pos_count.clamp(min=1)]).to(dtype)).unbind(0)
+    log_pos_mean = stats.pos_lse - log_pos
+    log_correction = math.log(tau_plus) + log_neg + log_pos_mean
     positive_gap = log_correction < log_negative_sum
     # log(S - C) = log S + log1p(-C/S), evaluated only where C < S; elsewhere a dummy keeps gradients finite.
     ratio = torch.where(
@@ -41,7 +42,7 @@ def debiased_log_negative(
         torch.full_like(log_negative_sum, float("-inf")),
     )
     inv_tau = 1.0 / temperature
-    floor = torch.log(n_neg) - (inv_tau.to(dtype) if isinstance(inv_tau, Tensor) else inv_tau)
+    floor = log_neg - (inv_tau.to(dtype) if isinstance(inv_tau, Tensor) else inv_tau)
     return torch.maximum(log_gap - math.log1p(-tau_plus), floor)
 
 
