@@ -136,3 +136,25 @@ def test_what_leaves_the_fused_statistics() -> None:
     assert not fused_stats.fused_stats_applies(EngineOptions(), 0.1, hard, 1, x)
     # below the direct limit's temperature the engine's shifted exponentials take over, equal to the reference
     _assert_matches("nt_xent", _views(1, 2, 6, 4), temperature=0.03, sampler="hard")
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+@pytest.mark.parametrize(("sampler", "params"), SAMPLERS + [("uniform", {})])
+def test_known_counts_skip_the_guards_without_changing_the_losses(sampler: str, params: dict,
+                                                                  decoupled: bool) -> None:
+    """Pair positives carry known_counts equal to the count tensors; the guard-free losses equal the guarded ones."""
+    from contrastive.losses.base import anchor_losses
+
+    z = torch.randn(3 * 5, 4, dtype=torch.float64, requires_grad=True)
+    stats = fused_stats.fused_multiview_stats(z, None, 0.3, 3, cl.get_sampler(sampler, **params).exponents)
+    assert stats.known_counts == (2, 12)
+    assert torch.all(stats.pos_count == 2) and torch.all(stats.neg_count == 12)
+    assert fused_stats.fused_multiview_stats(z, torch.arange(5) % 2, 0.3, 3, (1.0,)).known_counts is None
+    instance = cl.get_sampler(sampler, **params)
+    fast, valid = anchor_losses(stats, instance, 0.3, decoupled=decoupled)
+    slow, slow_valid = anchor_losses(stats._replace(known_counts=None), instance, 0.3, decoupled=decoupled)
+    assert torch.equal(valid, slow_valid) and bool(valid.all())
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(fast.sum(), z, retain_graph=True)[0],
+                               torch.autograd.grad(slow.sum(), z)[0],
+                               rtol=1e-12, atol=1e-12)

@@ -29,6 +29,10 @@ class RowStats(NamedTuple):
       (multi-hot labels with ``positive_weighting="jaccard"``, then ``pos_sum[i]``
       :math:`= \sum_{j \in P(i)} w_{ij} s_{ij}`); None when every weight is 1 (then it is ``pos_count``).
 
+    * ``known_counts`` :math:`= (|P(i)|, |N(i)|)` when every anchor has these counts and they
+      are known in Python (the pair positives of a single process); consumers may then skip
+      their guards for empty sets. None (the default): read ``pos_count`` and ``neg_count``.
+
     Statistics computed with ``joint=True`` (the uniform denominator, which needs no
     label mask inside the tiles) hold ``all_lse`` and leave ``neg_lse`` and ``pos_lse``
     None; the default (``joint=False``) leaves ``all_lse`` None.
@@ -43,6 +47,7 @@ class RowStats(NamedTuple):
     exponents: tuple[float, ...]
     all_lse: Tensor | None = None
     pos_weight: Tensor | None = None
+    known_counts: tuple[int, int] | None = None
 
     def neg_lse_at(self, exponent: float) -> Tensor:
         """Return the ``(M,)`` column of ``neg_lse`` computed with exponent ``exponent``."""

@@ -151,6 +151,9 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, *,
     ``(eps, sims)``: label smoothing with ``sims[i]`` :math:`=\sum_j s_{ij}` over the anchor's
     candidates; the positive term becomes :math:`(1-\epsilon)\bar s_{iP} + \epsilon\,\bar s_{i\cdot}`.
     """
+    known = stats.known_counts
+    if known is not None and known[0] > 0 and (known[1] > 0 or not decoupled) and stats.pos_weight is None:
+        return _all_valid_losses(stats, sampler, temperature, decoupled, positive_weight, smoothing)
     valid = stats.pos_count > 0
     if decoupled:
         valid = valid & (stats.neg_count > 0)
@@ -174,6 +177,24 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, *,
     else:
         denominator = torch.logaddexp(safe.pos_lse, sampler.log_negative_term(safe, temperature))
     return torch.where(valid, denominator - positive, zero), valid  # positive is finite on every row
+
+
+def _all_valid_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, decoupled: bool,
+                      positive_weight: Tensor | None, smoothing: tuple[float, Tensor] | None) -> tuple[Tensor, Tensor]:
+    """:func:`anchor_losses` when ``stats.known_counts`` says every anchor enters the mean: no guards."""
+    pos, neg = stats.known_counts
+    positive = stats.pos_sum / pos
+    if smoothing is not None:
+        eps, sims = smoothing
+        positive = (1 - eps) * positive + eps * sims / max(pos + neg, 1)
+    if positive_weight is not None:
+        positive = positive * positive_weight
+    valid = torch.ones_like(stats.pos_sum, dtype=torch.bool)
+    if stats.all_lse is not None:
+        return stats.all_lse - positive, valid
+    negative = sampler.log_negative_term(stats, temperature)
+    denominator = negative if decoupled else torch.logaddexp(stats.pos_lse, negative)
+    return denominator - positive, valid
 
 
 def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = None,

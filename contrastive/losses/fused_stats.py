@@ -69,7 +69,8 @@ def fused_multiview_stats(z: Tensor, labels: Tensor | None, temperature: float, 
         neg_count = torch.full((n,), n - n_views, dtype=torch.long, device=z.device)
     else:
         pos_count, neg_count = LabelStructure.of(labels.repeat(n_views), None, None).counts()
-    return RowStats(neg_lse, pos_lse, pos_sum, pos_count, neg_count, exponents)
+    known = (n_views - 1, n - n_views) if labels is None else None
+    return RowStats(neg_lse, pos_lse, pos_sum, pos_count, neg_count, exponents, known_counts=known)
 
 
 def _exponentials(s: Tensor, negatives: Tensor, exponents: tuple[float, ...], mask) -> list[Tensor]:  # noqa: ANN001

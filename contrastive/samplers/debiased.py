@@ -27,8 +27,11 @@ def debiased_log_negative(
     if tau_plus == 0.0:
         return log_negative_sum
     dtype = log_negative_sum.dtype
-    # log |N(i)| and log |P(i)| from one log call (on the CPU each transcendental call costs a thread wake-up)
-    log_neg, log_pos = torch.log(torch.stack([stats.neg_count, stats.pos_count.clamp(min=1)]).to(dtype)).unbind(0)
+    known = stats.known_counts
+    if known is not None and known[1] > 0:  # the same counts for every anchor, known in Python
+        log_neg, log_pos = math.log(known[1]), math.log(max(known[0], 1))
+    else:  # one log call for both (on the CPU each transcendental call costs a thread wake-up)
+        log_neg, log_pos = torch.log(torch.stack([stats.neg_count, stats.pos_count.clamp(min=1)]).to(dtype)).unbind(0)
     log_pos_mean = stats.pos_lse - log_pos
     log_correction = math.log(tau_plus) + log_neg + log_pos_mean
     positive_gap = log_correction < log_negative_sum
@@ -43,6 +46,8 @@ def debiased_log_negative(
     )
     inv_tau = 1.0 / temperature
     floor = log_neg - (inv_tau.to(dtype) if isinstance(inv_tau, Tensor) else inv_tau)
+    if not isinstance(floor, Tensor):
+        return torch.clamp(log_gap - math.log1p(-tau_plus), min=floor)
     return torch.maximum(log_gap - math.log1p(-tau_plus), floor)
 
 

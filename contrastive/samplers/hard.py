@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, ClassVar
 
 import torch
@@ -49,6 +51,8 @@ class HardNegativeSampler(Sampler):
         """Return :math:`\\log R_i`, the log of the importance-weighted negative sum."""
         if self.beta == 0.0:
             return stats.neg_lse_at(1.0)
+        if stats.known_counts is not None and stats.known_counts[1] > 0:  # every anchor has |N| negatives
+            return math.log(stats.known_counts[1]) + stats.neg_lse_at(1.0 + self.beta) - stats.neg_lse_at(self.beta)
         has_negative = stats.neg_count > 0
         zero = torch.zeros((), dtype=stats.neg_lse.dtype, device=stats.neg_lse.device)
         top = torch.where(has_negative, stats.neg_lse_at(1.0 + self.beta), zero)
