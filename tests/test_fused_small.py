@@ -190,9 +190,12 @@ def test_large_problems_and_other_options_leave_the_fused_path() -> None:
     from contrastive.losses.base import EngineOptions
 
     x = torch.randn(4, 3)
-    side = math.isqrt(fused.FUSED_ELEMENTS)
+    side = math.isqrt(fused.FUSED_ELEMENTS["multiview"])
     assert fused.fused_applies(EngineOptions(), side, side, None, x)
     assert not fused.fused_applies(EngineOptions(), side + 1, side + 1, None, x)
+    dual = math.isqrt(fused.FUSED_ELEMENTS["dual"])
+    assert fused.fused_applies(EngineOptions(), dual, dual, None, x, "dual")
+    assert not fused.fused_applies(EngineOptions(), dual + 1, dual + 1, None, x, "dual")
     assert not fused.fused_applies(EngineOptions(block_size=8), 8, 8, None, x)
     assert not fused.fused_applies(EngineOptions(decoupled=True), 8, 8, None, x)
     assert not fused.fused_applies(EngineOptions(backend="reference"), 8, 8, None, x)

@@ -132,7 +132,8 @@ def test_what_leaves_the_fused_statistics() -> None:
     assert not fused_stats.fused_stats_applies(EngineOptions(), torch.tensor(0.1), hard, 64, x)
     assert not fused_stats.fused_stats_applies(EngineOptions(block_size=8), 0.1, hard, 64, x)
     assert not fused_stats.fused_stats_applies(EngineOptions(backend="reference"), 0.1, hard, 64, x)
-    assert not fused_stats.fused_stats_applies(EngineOptions(), 0.1, hard, 1025, x)
+    assert fused_stats.fused_stats_applies(EngineOptions(), 0.1, hard, 2048, x)
+    assert not fused_stats.fused_stats_applies(EngineOptions(), 0.1, hard, 2049, x)
     assert not fused_stats.fused_stats_applies(EngineOptions(), 0.1, hard, 1, x)
     # below the direct limit's temperature the engine's shifted exponentials take over, equal to the reference
     _assert_matches("nt_xent", _views(1, 2, 6, 4), temperature=0.03, sampler="hard")

@@ -97,7 +97,7 @@ def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, 
     batch = image.shape[0]
     if layout.total < 1:
         raise ValueError("image_features must hold at least one sample, got batch size 0")
-    if layout.world_size == 1 and not label_smoothing and fused_applies(options, batch, batch, weights, image):
+    if layout.world_size == 1 and not label_smoothing and fused_applies(options, batch, batch, weights, image, "dual"):
         return fused_clip_loss(image, text, given, logit_scale, weights, options)
     temperature = torch.exp(-logit_scale) if isinstance(logit_scale, Tensor) else math.exp(-logit_scale)
     candidate_labels = sample_labels(given, batch, image.device, layout)

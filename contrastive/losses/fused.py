@@ -1,8 +1,8 @@
 r"""The fused small-problem path: a whole SupCon / NT-Xent / CLIP loss as one autograd Function.
 
-Below :data:`FUSED_ELEMENTS` entries the similarity matrix is cheap to hold, and on a CPU the
-time of a loss is the number of operations dispatched, not their FLOPs (each wakes the
-thread pool). These Functions form ``s = z·zᵀ/τ`` once and return the loss itself,
+Below :data:`FUSED_ELEMENTS` entries (per Function) the similarity matrix is cheap to hold, and
+on a CPU the time of a loss is the number of operations dispatched, not their FLOPs (each
+wakes the thread pool). These Functions form ``s = z·zᵀ/τ`` once and return the loss itself,
 
 .. math::
 
@@ -35,10 +35,14 @@ from contrastive.engine.tiles import direct_is_safe
 from contrastive.losses.base import EngineOptions, check_some_valid, is_uniform
 
 Tensor = torch.Tensor
-#: Problems whose similarity matrix has at most this many entries take the fused path (on the
-#: chunked backend with automatic tiles): measured on a 2-core CPU, where the chunked engine
-#: overtakes one materialised matrix between 2N = 1,024 and 2,048 (D = 128, fp32).
-FUSED_ELEMENTS = 2**20
+#: Problems whose similarity matrix has at most this many entries take a fused Function (on the
+#: chunked backend with automatic tiles), per Function: the largest size at which it beat the
+#: chunked engine on the 2-core benchmark CPU (D = 128, fp32, alternating rounds), within a
+#: budget of 2^22 entries (16 MiB per float32 matrix). ``multiview`` (NT-Xent, SupCon): 2N = 1,448
+#: fused 24.4 / 24.5 ms against tiles 27.1 / 26.5; at 2,048 the tiles win (41 against 50 ms:
+#: they form only the upper triangle). ``dual`` (CLIP): 2N = 4,096 (B = 2,048) 46 against 56 ms.
+#: ``stats`` (:mod:`contrastive.losses.fused_stats`, the hard sampler): 2N = 2,048 63 against 83 ms.
+FUSED_ELEMENTS = {"multiview": 2**21, "dual": 2**22, "stats": 2**22}
 #: From this many similarities on, SupCon's positives come from per-label sums (O(N·D)) instead
 #: of an N x N float mask: measured on the 2-core CPU (alternating rounds, D = 128), the mask
 #: wins at 2N = 256-724 (2.42 / 6.35 / 9.70 ms against 2.59 / 6.93 / 10.22), the sums at 1,024
@@ -46,15 +50,16 @@ FUSED_ELEMENTS = 2**20
 LABEL_SUMS_ELEMENTS = 2**19
 
 
-def fused_applies(options: EngineOptions, rows: int, cols: int, weights: Tensor | None, like: Tensor) -> bool:
+def fused_applies(options: EngineOptions, rows: int, cols: int, weights: Tensor | None, like: Tensor,
+                  kind: str = "multiview") -> bool:
     """Whether a single-process problem of ``rows x cols`` similarities takes the fused path (Python-known).
 
     The chunked backend (``auto`` off Triton) with automatic tiles, the uniform sampler, not
-    decoupled, at least two columns, at most :data:`FUSED_ELEMENTS`, weights without gradient.
+    decoupled, at least two columns, at most ``FUSED_ELEMENTS[kind]``, weights without gradient.
     """
     return (options.block_size is None and options.backend in ("auto", "chunked") and not options.decoupled
             and resolve_backend(options.backend, like.device, like.dtype) == "chunked"
-            and is_uniform(options.resolved_sampler) and cols >= 2 and rows * cols <= FUSED_ELEMENTS
+            and is_uniform(options.resolved_sampler) and cols >= 2 and rows * cols <= FUSED_ELEMENTS[kind]
             and (weights is None or not weights.requires_grad))
 
 

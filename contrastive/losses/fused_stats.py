@@ -3,7 +3,7 @@ r"""The fused small-problem path of the split statistics: a sampler's row statis
 The hard and debiased samplers, DCL (``decoupled``) and any sampler with exponents
 :math:`\gamma_e` need the negatives apart from the positives, so the joint Functions of
 :mod:`contrastive.losses.fused` do not serve them. For a single-process SupCon / NT-Xent
-problem small enough to hold (:data:`~contrastive.losses.fused.FUSED_ELEMENTS`) with unit
+problem small enough to hold (``FUSED_ELEMENTS["stats"]`` of :mod:`contrastive.losses.fused`) with unit
 rows and a float temperature such that every :math:`|\gamma s|` stays below
 :data:`~contrastive.engine.tiles.DIRECT_LIMIT`, :class:`FusedMultiviewStats` forms
 ``s = z·zᵀ/τ`` once, its exponentials once (``e^{2s}`` as a product, never a second
@@ -44,10 +44,10 @@ def fused_stats_applies(options: EngineOptions, temperature: float | Tensor, exp
 
     Python-known: the chunked backend (``auto`` off Triton) with automatic tiles, unit rows
     (``normalize=True``), a float temperature with ``max |γ| / τ`` within the direct limit,
-    at least two rows and at most :data:`~contrastive.losses.fused.FUSED_ELEMENTS` similarities.
+    at least two rows and at most ``FUSED_ELEMENTS["stats"]`` similarities.
     """
     if (not options.normalize or isinstance(temperature, Tensor) or options.block_size is not None
-            or options.backend not in ("auto", "chunked") or rows < 2 or rows * rows > FUSED_ELEMENTS):
+            or options.backend not in ("auto", "chunked") or rows < 2 or rows * rows > FUSED_ELEMENTS["stats"]):
         return False
     if resolve_backend(options.backend, like.device, like.dtype) != "chunked":
         return False
