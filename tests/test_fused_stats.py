@@ -126,15 +126,18 @@ def test_what_leaves_the_fused_statistics() -> None:
     """Unnormalised rows, tensor temperatures, exponents past the direct limit, blocks, large problems: not fused."""
     x = torch.randn(4, 3)
     hard = (1.0, 2.0)
-    assert fused_stats.fused_stats_applies(EngineOptions(), 0.1, hard, 64, x)
-    assert not fused_stats.fused_stats_applies(EngineOptions(), 0.04, hard, 64, x)  # 2/0.04 = 50 > 40
-    assert not fused_stats.fused_stats_applies(EngineOptions(normalize=False), 0.1, hard, 64, x)
-    assert not fused_stats.fused_stats_applies(EngineOptions(), torch.tensor(0.1), hard, 64, x)
-    assert not fused_stats.fused_stats_applies(EngineOptions(block_size=8), 0.1, hard, 64, x)
-    assert not fused_stats.fused_stats_applies(EngineOptions(backend="reference"), 0.1, hard, 64, x)
-    assert fused_stats.fused_stats_applies(EngineOptions(), 0.1, hard, 2048, x)
-    assert not fused_stats.fused_stats_applies(EngineOptions(), 0.1, hard, 2049, x)
-    assert not fused_stats.fused_stats_applies(EngineOptions(), 0.1, hard, 1, x)
+    hard_options = EngineOptions(sampler="hard")
+    assert fused_stats.fused_stats_applies(hard_options, 0.1, hard, 64, x)
+    assert not fused_stats.fused_stats_applies(EngineOptions(), 0.1, (1.0,), 64, x)  # uniform: FusedMultiview
+    assert fused_stats.fused_stats_applies(EngineOptions(decoupled=True), 0.1, (1.0,), 64, x)
+    assert not fused_stats.fused_stats_applies(hard_options, 0.04, hard, 64, x)  # 2/0.04 = 50 > 40
+    assert not fused_stats.fused_stats_applies(EngineOptions(sampler="hard", normalize=False), 0.1, hard, 64, x)
+    assert not fused_stats.fused_stats_applies(hard_options, torch.tensor(0.1), hard, 64, x)
+    assert not fused_stats.fused_stats_applies(EngineOptions(sampler="hard", block_size=8), 0.1, hard, 64, x)
+    assert not fused_stats.fused_stats_applies(EngineOptions(sampler="hard", backend="reference"), 0.1, hard, 64, x)
+    assert fused_stats.fused_stats_applies(hard_options, 0.1, hard, 2048, x)
+    assert not fused_stats.fused_stats_applies(hard_options, 0.1, hard, 2049, x)
+    assert not fused_stats.fused_stats_applies(hard_options, 0.1, hard, 1, x)
     # below the direct limit's temperature the engine's shifted exponentials take over, equal to the reference
     _assert_matches("nt_xent", _views(1, 2, 6, 4), temperature=0.03, sampler="hard")
 

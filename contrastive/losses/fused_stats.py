@@ -31,7 +31,7 @@ from contrastive.engine import RowStats, resolve_backend
 from contrastive.engine.reference import compute_dtype
 from contrastive.engine.stats import LabelStructure
 from contrastive.engine.tiles import direct_is_safe
-from contrastive.losses.base import EngineOptions
+from contrastive.losses.base import EngineOptions, is_uniform
 from contrastive.losses.fused import FUSED_ELEMENTS, _prepare, _symmetrised, _unit_backward
 from contrastive.engine.dispatch import check_inverse_temperature
 
@@ -42,10 +42,14 @@ def fused_stats_applies(options: EngineOptions, temperature: float | Tensor, exp
                         rows: int, like: Tensor) -> bool:
     """Whether a single-process multiview problem of ``rows`` stacked views takes :class:`FusedMultiviewStats`.
 
-    Python-known: the chunked backend (``auto`` off Triton) with automatic tiles, unit rows
-    (``normalize=True``), a float temperature with ``max |γ| / τ`` within the direct limit,
-    at least two rows and at most ``FUSED_ELEMENTS["stats"]`` similarities.
+    Python-known: a sampler other than uniform or ``decoupled`` (the uniform, coupled loss has
+    its own fused Function and, above it, the tiles), the chunked backend (``auto`` off
+    Triton) with automatic tiles, unit rows (``normalize=True``), a float temperature with
+    ``max |γ| / τ`` within the direct limit, at least two rows and at most
+    ``FUSED_ELEMENTS["stats"]`` similarities.
     """
+    if is_uniform(options.resolved_sampler) and not options.decoupled:
+        return False
     if (not options.normalize or isinstance(temperature, Tensor) or options.block_size is not None
             or options.backend not in ("auto", "chunked") or rows < 2 or rows * rows > FUSED_ELEMENTS["stats"]):
         return False
