@@ -30,8 +30,6 @@ import torch
 from contrastive.engine import resolve_backend
 from contrastive.engine.dispatch import check_inverse_temperature
 from contrastive.engine.reference import compute_dtype
-from contrastive.engine.stats import LabelStructure
-from contrastive.engine.tiles import direct_is_safe
 from contrastive.losses.base import EngineOptions, check_some_valid, is_uniform
 
 Tensor = torch.Tensor
@@ -43,11 +41,6 @@ Tensor = torch.Tensor
 #: they form only the upper triangle). ``dual`` (CLIP): 2N = 4,096 (B = 2,048) 46 against 56 ms.
 #: ``stats`` (:mod:`contrastive.losses.fused_stats`, the hard sampler): 2N = 2,048 63 against 83 ms.
 FUSED_ELEMENTS = {"multiview": 2**21, "dual": 2**22, "stats": 2**22}
-#: From this many similarities on, SupCon's positives come from per-label sums (O(N·D)) instead
-#: of an N x N float mask: measured on the 2-core CPU (alternating rounds, D = 128), the mask
-#: wins at 2N = 256-724 (2.42 / 6.35 / 9.70 ms against 2.59 / 6.93 / 10.22), the sums at 1,024
-#: (13.52 against 13.91 ms, and no N x N mask held).
-LABEL_SUMS_ELEMENTS = 2**19
 
 
 def fused_applies(options: EngineOptions, rows: int, cols: int, weights: Tensor | None, like: Tensor,
@@ -78,11 +71,8 @@ def fused_multiview_loss(z: Tensor, labels: Tensor | None, temperature: float | 
     """SupCon of the stacked views ``z`` (``labels`` ``(B,)`` int64 or None: pair ids) by :class:`FusedMultiview`."""
     inv_tau = _inverse_temperature(temperature, z, options.validate_args)
     if labels is None:
-        return FusedMultiview.apply(z, None, inv_tau, weights, n_views, options.normalize, False)
-    # unit rows and a float 1/τ within the direct limit: e^s needs no shift (Python-known)
-    direct = options.normalize and not isinstance(inv_tau, Tensor) and direct_is_safe(
-        inv_tau, (1.0,), compute_dtype(z.dtype))
-    loss, n_valid = FusedMultiview.apply(z, labels, inv_tau, weights, n_views, options.normalize, direct)
+        return FusedMultiview.apply(z, None, inv_tau, weights, n_views, options.normalize)
+    loss, n_valid = FusedMultiview.apply(z, labels, inv_tau, weights, n_views, options.normalize)
     if options.validate_args:
         check_some_valid(n_valid, options, stacklevel=5)
     return loss
@@ -137,29 +127,39 @@ def _anchor_weights(weights: Tensor | None, valid: Tensor | None, repeats: int, 
     return w / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def _positive_coefficients(labels: Tensor, repeats: int, self_excluded: bool, dtype: torch.dtype
-                           ) -> tuple[Tensor, Tensor, Tensor]:
-    """Return the positive mask (own column out when ``self_excluded``), ``1 / |P(i)|`` and ``|P(i)| > 0``."""
-    rows = labels.repeat(repeats)
-    mask = (rows[:, None] == rows[None, :]).to(dtype)  # a float mask: products with it beat where
-    if self_excluded:
-        mask.fill_diagonal_(0.0)
-    count = mask.sum(dim=1)
-    return mask, count.clamp(min=1).to(dtype).reciprocal_(), count > 0
+def _pair_coefficients(labels: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """CLIP's positives: the float mask of equal labels (the pair itself included) and ``1 / |P(i)|``."""
+    mask = (labels[:, None] == labels[None, :]).to(dtype)  # a float mask: products with it beat where
+    return mask, mask.sum(dim=1).reciprocal_()
+
+
+def _label_blocks(labels: Tensor, n_views: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Return the ``(B, B)`` float mask of equal labels and each stacked row's number of positives ``(V·B,)``.
+
+    Row ``(v, b)`` has ``V · |{c : y_c = y_b}| - 1`` positives: every view of its label but itself.
+    """
+    same = (labels[:, None] == labels[None, :]).to(dtype)
+    count = same.sum(dim=1).mul_(n_views).sub_(1.0)
+    return same, count.repeat(n_views)
+
+
+def _block_sum(m: Tensor, same: Tensor, c: Tensor, n_views: int) -> Tensor:
+    """Return ``Σ_ij c_i [y_i = y_j] m_ij`` for the ``(V·B) x (V·B)`` matrix ``m`` (its diagonal included)."""
+    batch = same.shape[0]
+    per_label = m.view(n_views * batch, n_views, batch).sum(dim=1)  # Σ over the views of column c
+    return torch.vdot((per_label.view(n_views, batch, batch) * same).sum(dim=2).view(-1), c)
 
 
 class FusedMultiview(torch.autograd.Function):
     """SupCon over ``V`` stacked views against themselves (own column excluded): the loss and its backward.
 
-    ``forward(x, labels, inv_tau, weights, n_views, normalize, direct)``: ``x`` ``(V·B, D)``,
-    ``labels`` ``(B,)`` int64 or None (pair ids), ``inv_tau`` a float or 0-d tensor, ``weights``
-    ``(B,)`` or None; ``direct``: every ``|s|`` is known to allow ``e^s`` without a shift (labels
-    then take the per-label sums at every size, with ``lse = log Σ e^s``). Returns the loss, and
-    with labels also the number of anchors with a positive.
+    ``forward(x, labels, inv_tau, weights, n_views, normalize)``: ``x`` ``(V·B, D)``, ``labels``
+    ``(B,)`` int64 or None (pair ids), ``inv_tau`` a float or 0-d tensor, ``weights`` ``(B,)`` or
+    None. Returns the loss, and with labels also the number of anchors with a positive.
     """
 
     @staticmethod
-    def forward(ctx, x, labels, inv_tau, weights, n_views, normalize, direct):  # type: ignore[override]  # noqa: ANN001, ANN205
+    def forward(ctx, x, labels, inv_tau, weights, n_views, normalize):  # type: ignore[override]  # noqa: ANN001, ANN205
         """Form ``s`` once; the loss is ``Σ a·lse - Σ C∘s``."""
         z, inverse = _prepare(x, normalize)
         n, dtype = z.shape[0], z.dtype
@@ -176,43 +176,17 @@ class FusedMultiview(torch.autograd.Function):
             else:
                 loss = torch.dot(blocks.sum(dim=(0, 1)), a[:batch]) * (-1.0 / (n_views - 1))
             ctx.save_for_backward(z, inverse, log_p, a if isinstance(a, Tensor) else None, inv_tau_t)
-            ctx.labelled, ctx.a_float = None, (a if isinstance(a, float) else None)
+            ctx.labelled, ctx.a_float = False, (a if isinstance(a, float) else None)
             return loss
-        if n * n < LABEL_SUMS_ELEMENTS:  # small: the N x N mask of positives costs fewer operations
-            mask, reciprocal, valid = _positive_coefficients(labels, n_views, True, dtype)
-            a = _anchor_weights(weights, valid, n_views, n, dtype)
-            coef = mask.mul_((a * reciprocal)[:, None])  # C, 0 on the diagonal
-            if direct:  # Σ C∘log p = Σ C∘s - Σ a·lse with lse = log Σ e^s (the own column: e^s set to 0)
-                positive = torch.vdot(coef.view(-1), s.fill_diagonal_(0.0).view(-1))
-                e = s.exp_().fill_diagonal_(0.0)
-                total = e.sum(dim=1)
-                loss = torch.dot(a, torch.log(total)) - positive
-                ctx.save_for_backward(z, inverse, e, total, coef, a, inv_tau_t)
-            else:
-                log_p = torch.log_softmax(s, dim=1).fill_diagonal_(0.0)
-                loss = torch.rsub(torch.vdot(coef.view(-1), log_p.view(-1)), 0.0)  # +0.0 without positives
-                ctx.save_for_backward(z, inverse, log_p, None, coef, a, inv_tau_t)
-            ctx.labelled = "mask"
-            n_valid = valid.sum()
-            ctx.mark_non_differentiable(n_valid)
-            return loss, n_valid
-        # larger: per-label sums, O(N·D), no N x N mask. C_ij = c_i [j ∈ P(i)], c_i = a_i / |P(i)|, and
-        # Σ_j C_ij log p_ij = c_i (Σ_{p∈P(i)} s_ip - |P(i)| lse_i) = c_i <z_i, S_{y_i} - z_i>/τ - a_i lse_i
-        structure, counts, sums = _label_sums(labels.repeat(n_views), z)
-        valid = counts > 0
+        # a B x B mask of the labels, applied to the V x V blocks (no N x N mask is formed)
+        same, count = _label_blocks(labels, n_views, dtype)
+        valid = count > 0
         a = _anchor_weights(weights, valid, n_views, n, dtype)
-        c = a * counts.clamp(min=1).reciprocal()
-        positive = (z * sums).sum(dim=1).sub_((z * z).sum(dim=1))
-        if direct:  # s = e^s, the own column 0; lse = log Σ e^s, softmax = e^s / Σ e^s in backward
-            s = s.exp_()
-            total = s.sum(dim=1)
-            lse = torch.log(total)
-            lse_or_total = total
-        else:
-            lse = lse_or_total = torch.logsumexp(s, dim=1)
-        loss = torch.dot(a, lse) - torch.dot(c, positive) * inv_tau
-        ctx.save_for_backward(z, inverse, s, lse_or_total, a, c, sums, inv_tau_t)
-        ctx.labelled, ctx.direct, ctx.structure = "sums", direct, structure
+        c = a / count.clamp(min=1)  # C_ij = c_i [y_i = y_j] off the diagonal
+        log_p = torch.log_softmax(s, dim=1).fill_diagonal_(0.0)
+        loss = torch.rsub(_block_sum(log_p, same, c, n_views), 0.0)  # +0.0 without positives
+        ctx.save_for_backward(z, inverse, log_p, same, a, c, inv_tau_t)
+        ctx.labelled = True
         n_valid = valid.sum()
         ctx.mark_non_differentiable(n_valid)
         return loss, n_valid
@@ -221,7 +195,7 @@ class FusedMultiview(torch.autograd.Function):
     def backward(ctx, grad, *_):  # type: ignore[override]  # noqa: ANN001, ANN205
         """``G = a·softmax(s) - C``; ``dz = (G + Gᵀ) z / τ``; ``dτ⁻¹ = ½ <z, (G + Gᵀ) z>``."""
         inv_tau_f, n_views, x_dtype = ctx.scalars
-        if ctx.labelled is None:
+        if not ctx.labelled:
             z, inverse, log_p, a, inv_tau_t = ctx.saved_tensors
             a_float = ctx.a_float
             g = torch.exp(log_p)
@@ -231,24 +205,12 @@ class FusedMultiview(torch.autograd.Function):
             c = a_float / (n_views - 1) if a is None else (a / (n_views - 1)).view(n_views, batch)[:, None, :]
             g.view(n_views, batch, n_views, batch).diagonal(dim1=1, dim2=3).sub_(c)
             gz = torch.mm(_symmetrised(g.fill_diagonal_(0.0)), z)  # the own column: softmax 0, no positive
-        elif ctx.labelled == "mask":
-            z, inverse, p, total, coef, a, inv_tau_t = ctx.saved_tensors
-            # a·softmax - C; p holds e^s (direct, with its row sums) or log p
-            g = p * (a / total)[:, None] if total is not None else torch.exp(p).mul_(a[:, None])
-            g.sub_(coef)
-            gz = torch.mm(_symmetrised(g.fill_diagonal_(0.0)), z)  # the own column: softmax 0, no positive
         else:
-            z, inverse, s, lse_or_total, a, c, sums, inv_tau_t = ctx.saved_tensors
-            structure = ctx.structure
-            if ctx.direct:  # s holds e^s: a·softmax = e^s · a / Σ e^s
-                g = s * (a / lse_or_total)[:, None]
-            else:  # a·softmax (own column: e^-inf = 0)
-                g = torch.sub(s, lse_or_total[:, None]).exp_().mul_(a[:, None])
-            # (C + Cᵀ) z = c_i (S_{y_i} - z_i) + (T_{y_i} - c_i z_i), T_y = Σ_{j: y_j = y} c_j z_j
-            cz = z * c[:, None]
-            weighted = structure.label_rows(structure.per_label(cz), structure.a_ids)
-            gz = torch.mm(_symmetrised(g), z)
-            gz.sub_(sums * c[:, None]).sub_(weighted).add_(cz, alpha=2.0)
+            z, inverse, log_p, same, a, c, inv_tau_t = ctx.saved_tensors
+            g = torch.exp(log_p).mul_(a[:, None])  # a·softmax - C, C from the label blocks
+            batch = same.shape[0]
+            g.view(n_views, batch, n_views, batch).sub_(c.view(n_views, batch, 1, 1) * same.view(1, batch, 1, batch))
+            gz = torch.mm(_symmetrised(g.fill_diagonal_(0.0)), z)  # the own column: softmax 0, no positive
         grad_tau = None
         if ctx.needs_input_grad[2]:
             grad_tau = (torch.vdot(z.view(-1), gz.view(-1)) * (0.5 * grad)).to(inv_tau_t.dtype)
@@ -256,14 +218,7 @@ class FusedMultiview(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = (gz if inverse is None else _unit_backward(gz, z, inverse)).to(x_dtype)
-        return grad_x, None, grad_tau, None, None, None, None
-
-
-def _label_sums(labels: Tensor, z: Tensor) -> tuple[LabelStructure, Tensor, Tensor]:
-    """Return the label structure of the rows, each row's number of positives and each row's label sum of ``z``."""
-    structure = LabelStructure.of(labels, None, None)  # the rows against themselves
-    counts = structure.counts()[0].to(z.dtype)
-    return structure, counts, structure.label_rows(structure.per_label(z), structure.a_ids)
+        return grad_x, None, grad_tau, None, None, None
 
 
 class FusedDual(torch.autograd.Function):
@@ -287,7 +242,7 @@ class FusedDual(torch.autograd.Function):
             loss = both.sum() * (-0.5 * a) if isinstance(a, float) else torch.dot(both, a) * -0.5
             coef = None
         else:  # row i: a_i [l_i = l_j] / |P(i)|; column j: a_j [l_i = l_j] / |P(j)|
-            mask, reciprocal, _ = _positive_coefficients(labels, 1, False, z.dtype)
+            mask, reciprocal = _pair_coefficients(labels, z.dtype)
             per_row = (a * reciprocal) * 0.5
             coef = mask * per_row[:, None], mask * per_row[None, :]
             loss = -(torch.vdot(coef[0].view(-1), rows.view(-1)) + torch.vdot(coef[1].view(-1), cols.view(-1)))
