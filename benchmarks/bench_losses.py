@@ -10,7 +10,10 @@ Families (fp32, CPU, D=128, two views of B samples, 2N = 2B embeddings):
 * ``clip`` (B pairs, 2N = 2B features): ours (``ClipLoss``), open_clip ``ClipLoss``.
 
 **Time** is measured in one process per family and size, in alternating rounds (every round
-times each implementation once, in rotating order) after one warm-up call each; the table
+times each implementation once, in an order shuffled per round with a fixed seed: a rotating
+order keeps each implementation behind the same predecessor, and the one timed right after
+a peer's large allocations was measured 13-16 % slower in millisecond cells) after one
+warm-up call each; the table
 gives the median time and the median of the per-round ratios ours / other, which cancels most
 of the drift of a shared machine. ``OMP_WAIT_POLICY=PASSIVE`` and a fixed thread count are set
 before torch is imported (the default spin-wait inflated small cells 5-60x under load).
@@ -36,6 +39,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
+import random  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -222,8 +226,9 @@ def time_cell(family: str, size: int, rounds: int, only: list[str] | None) -> li
             rows.append({"family": family, "implementation": name, "size": size, "error": f"failed: {error}"[:60]})
     times = {name: [] for name in ready}
     names = list(ready)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+    order = random.Random(size)
+    for _ in range(rounds):
+        for name in order.sample(names, len(names)):
             loss, call = ready[name]
             times[name].append(_step(call, loss, z1, z2, y))
     for name in names:
@@ -345,7 +350,7 @@ def markdown(report: dict) -> str:
         f"- load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}",
         f"- measured rates: {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s fp32 matmul, "
         f"{rates['exp_per_s'] / 1e9:.2f} G exp/s",
-        "- time: median of alternating rounds; ratio: median of per-round ratios ours / other; "
+        "- time: median of rounds in a shuffled order; ratio: median of per-round ratios ours / other; "
         "bound: matmul FLOPs + exps at the measured rates",
         "",
     ]
