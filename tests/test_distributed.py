@@ -84,7 +84,11 @@ def _entry(
         outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
     Path(folder, f"rank{rank}.json").write_text(json.dumps(outcome))
     if not outcome["ok"]:
-        raise SystemExit(1)
+        # leave without the interpreter's teardown: a group whose peer is gone can abort in gloo's
+        # destructors ("terminate called without an active exception", SIGABRT) after the error
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     dist.destroy_process_group()
 
 

@@ -39,6 +39,7 @@ from contrastive.engine import BACKENDS, RowStats, resolve_backend, row_stats
 from contrastive.errors import NoPositiveWarning
 from contrastive.engine.dispatch import check_block_size
 from contrastive.engine.reference import compute_dtype
+from contrastive.engine.stats import label_ids
 from contrastive.samplers import MemoryQueue, resolve_sampler
 
 Tensor = torch.Tensor
@@ -418,9 +419,10 @@ def extra_negatives(negatives: Tensor | MemoryQueue | None, like: Tensor, option
 def dense_labels(labels: Tensor) -> Tensor:
     """Map arbitrary integer labels to ids >= 0 with equal labels equal (so ``NEGATIVE_ONLY`` matches none).
 
-    Ids are positions in the sorted labels: no ``torch.unique``, so nothing reads from the device.
+    Ids are positions in the sorted labels (:func:`~contrastive.engine.stats.label_ids`): no
+    ``torch.unique``, so nothing reads from the device.
     """
-    return torch.searchsorted(torch.sort(labels).values, labels)
+    return label_ids(labels)[0]
 
 
 def sample_labels(labels: Tensor | None, batch: int, device: torch.device, layout: BatchLayout | None = None
