@@ -234,3 +234,17 @@ def test_reference_backend_is_the_exported_function() -> None:
     a = reference_row_stats(z, z, labels, labels, torch.arange(5), 0.5)
     b = row_stats(z, None, labels, temperature=0.5, backend="reference")
     assert torch.equal(a.neg_lse, b.neg_lse)
+
+
+def test_tile_plan_keeps_small_problems_and_widens_tiles_for_large_ones() -> None:
+    """One kept tile below KEEP_ELEMENTS; 512 tiles; 1,024 tiles from LARGE_PROBLEM (per problem kind)."""
+    from contrastive.engine.dispatch import DEFAULT_BLOCK, KEEP_ELEMENTS, LARGE_BLOCK, LARGE_PROBLEM, plan_tiles
+
+    assert plan_tiles(None, 64, 64, 1) == (64, True)
+    assert plan_tiles(None, 1024, 1024, 1)[1] is (1024 * 1024 <= KEEP_ELEMENTS)
+    rows, symmetric = LARGE_PROBLEM["rows"], LARGE_PROBLEM["symmetric"]
+    assert plan_tiles(None, rows - 1, rows - 1, 1) == (DEFAULT_BLOCK, False)
+    assert plan_tiles(None, rows, rows, 1) == (LARGE_BLOCK, False)
+    assert plan_tiles(None, rows, rows, 1, symmetric=True) == (DEFAULT_BLOCK, False)
+    assert plan_tiles(None, symmetric, symmetric, 1, symmetric=True) == (LARGE_BLOCK, False)
+    assert plan_tiles(96, symmetric, symmetric, 1, symmetric=True) == (96, False)  # an explicit edge wins
