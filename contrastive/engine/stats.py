@@ -27,8 +27,7 @@ class RowStats(NamedTuple):
     * ``all_lse[i]`` :math:`= \log \sum_{j \in P(i) \cup N(i)} e^{s_{ij}}`, shape ``(M,)``,
     * ``pos_weight[i]`` :math:`= \sum_{j \in P(i)} w_{ij}` when the positives are weighted
       (multi-hot labels with ``positive_weighting="jaccard"``, then ``pos_sum[i]``
-      :math:`= \sum_{j \in P(i)} w_{ij} s_{ij}`); None when every weight is 1 (then it is ``pos_count``).
-
+      :math:`= \sum_{j \in P(i)} w_{ij} s_{ij}`); None when every weight is 1 (then it is ``pos_count``),
     * ``known_counts`` :math:`= (|P(i)|, |N(i)|)` when every anchor has these counts and they
       are known in Python (the pair positives of a single process); consumers may then skip
       their guards for empty sets. None (the default): read ``pos_count`` and ``neg_count``.

@@ -153,49 +153,41 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, *,
     candidates; the positive term becomes :math:`(1-\epsilon)\bar s_{iP} + \epsilon\,\bar s_{i\cdot}`.
     """
     known = stats.known_counts
-    if known is not None and known[0] > 0 and (known[1] > 0 or not decoupled) and stats.pos_weight is None:
-        return _all_valid_losses(stats, sampler, temperature, decoupled, positive_weight, smoothing)
-    valid = stats.pos_count > 0
-    if decoupled:
-        valid = valid & (stats.neg_count > 0)
-    zero = torch.zeros((), dtype=stats.pos_sum.dtype, device=stats.pos_sum.device)
-    count = stats.pos_count.clamp(min=1)
-    if stats.pos_weight is not None:  # weighted positives (multi-hot labels): divide by the total weight
-        count = torch.where(valid, stats.pos_weight, torch.ones_like(stats.pos_weight))
+    # every anchor enters the mean, known in Python (pair positives in one process): no guards for empty sets
+    all_valid = known is not None and known[0] > 0 and (known[1] > 0 or not decoupled) and stats.pos_weight is None
+    if all_valid:
+        valid = torch.ones_like(stats.pos_sum, dtype=torch.bool)
+        count, zero = known[0], None
+    else:
+        valid = stats.pos_count > 0
+        if decoupled:
+            valid = valid & (stats.neg_count > 0)
+        count = stats.pos_count.clamp(min=1)
+        if stats.pos_weight is not None:  # weighted positives (multi-hot labels): divide by the total weight
+            count = torch.where(valid, stats.pos_weight, torch.ones_like(stats.pos_weight))
+        zero = torch.zeros((), dtype=stats.pos_sum.dtype, device=stats.pos_sum.device)
+
+    def kept(x: Tensor) -> Tensor:
+        """``x`` on the valid anchors, 0 (with zero gradient) elsewhere."""
+        return x if all_valid else torch.where(valid, x, zero)
+
     positive = stats.pos_sum / count  # 0 without positives: pos_sum is 0 there
     if smoothing is not None:
         eps, sims = smoothing
-        positive = (1 - eps) * positive + eps * sims / (stats.pos_count + stats.neg_count).clamp(min=1)
+        candidates = max(sum(known), 1) if all_valid else (stats.pos_count + stats.neg_count).clamp(min=1)
+        positive = (1 - eps) * positive + eps * sims / candidates
     if positive_weight is not None:
         positive = positive * positive_weight
     if stats.all_lse is not None:
-        return torch.where(valid, stats.all_lse - positive, zero), valid
-    safe = stats._replace(pos_lse=torch.where(valid, stats.pos_lse, zero),
-                          pos_sum=torch.where(valid, stats.pos_sum, zero))
+        return kept(stats.all_lse - positive), valid
+    safe = stats if all_valid else stats._replace(pos_lse=kept(stats.pos_lse), pos_sum=kept(stats.pos_sum))
     if decoupled:  # rows without negatives have -inf there: keep them finite, they are masked below
-        safe = safe._replace(neg_lse=torch.where(valid[:, None], safe.neg_lse, zero))
+        if not all_valid:
+            safe = safe._replace(neg_lse=torch.where(valid[:, None], safe.neg_lse, zero))
         denominator = sampler.log_negative_term(safe, temperature)
     else:
         denominator = torch.logaddexp(safe.pos_lse, sampler.log_negative_term(safe, temperature))
-    return torch.where(valid, denominator - positive, zero), valid  # positive is finite on every row
-
-
-def _all_valid_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, decoupled: bool,
-                      positive_weight: Tensor | None, smoothing: tuple[float, Tensor] | None) -> tuple[Tensor, Tensor]:
-    """:func:`anchor_losses` when ``stats.known_counts`` says every anchor enters the mean: no guards."""
-    pos, neg = stats.known_counts
-    positive = stats.pos_sum / pos
-    if smoothing is not None:
-        eps, sims = smoothing
-        positive = (1 - eps) * positive + eps * sims / max(pos + neg, 1)
-    if positive_weight is not None:
-        positive = positive * positive_weight
-    valid = torch.ones_like(stats.pos_sum, dtype=torch.bool)
-    if stats.all_lse is not None:
-        return stats.all_lse - positive, valid
-    negative = sampler.log_negative_term(stats, temperature)
-    denominator = negative if decoupled else torch.logaddexp(stats.pos_lse, negative)
-    return denominator - positive, valid
+    return kept(denominator - positive), valid  # positive is finite on every row
 
 
 def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = None,
