@@ -43,17 +43,25 @@ Tensor = torch.Tensor
 FUSED_ELEMENTS = {"multiview": 2**21, "dual": 2**22, "stats": 2**22}
 
 
+def fused_size_fits(options: EngineOptions, rows: int, cols: int, like: Tensor, kind: str) -> bool:
+    """Whether ``rows x cols`` similarities may take the fused Function ``kind`` (Python-known).
+
+    The chunked backend (``auto`` off Triton) with automatic tiles, at least two columns and
+    at most ``FUSED_ELEMENTS[kind]`` entries.
+    """
+    return (options.block_size is None and options.backend in ("auto", "chunked") and cols >= 2
+            and rows * cols <= FUSED_ELEMENTS[kind]
+            and resolve_backend(options.backend, like.device, like.dtype) == "chunked")
+
+
 def fused_applies(options: EngineOptions, rows: int, cols: int, weights: Tensor | None, like: Tensor,
                   kind: str = "multiview") -> bool:
     """Whether a single-process problem of ``rows x cols`` similarities takes the fused path (Python-known).
 
-    The chunked backend (``auto`` off Triton) with automatic tiles, the uniform sampler, not
-    decoupled, at least two columns, at most ``FUSED_ELEMENTS[kind]``, weights without gradient.
+    :func:`fused_size_fits`, the uniform sampler, not decoupled, weights without gradient.
     """
-    return (options.block_size is None and options.backend in ("auto", "chunked") and not options.decoupled
-            and resolve_backend(options.backend, like.device, like.dtype) == "chunked"
-            and is_uniform(options.resolved_sampler) and cols >= 2 and rows * cols <= FUSED_ELEMENTS[kind]
-            and (weights is None or not weights.requires_grad))
+    return (not options.decoupled and is_uniform(options.resolved_sampler)
+            and (weights is None or not weights.requires_grad) and fused_size_fits(options, rows, cols, like, kind))
 
 
 def _inverse_temperature(temperature: float | Tensor, like: Tensor, validate_args: bool) -> float | Tensor:
@@ -127,9 +135,14 @@ def _anchor_weights(weights: Tensor | None, valid: Tensor | None, repeats: int, 
     return w / torch.where(total > 0, total, torch.ones_like(total))
 
 
+def same_labels(labels: Tensor, dtype: torch.dtype) -> Tensor:
+    """The float mask ``[y_i = y_j]`` of ``labels`` (a float mask: products with it beat ``where``)."""
+    return (labels[:, None] == labels[None, :]).to(dtype)
+
+
 def _pair_coefficients(labels: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """CLIP's positives: the float mask of equal labels (the pair itself included) and ``1 / |P(i)|``."""
-    mask = (labels[:, None] == labels[None, :]).to(dtype)  # a float mask: products with it beat where
+    mask = same_labels(labels, dtype)
     return mask, mask.sum(dim=1).reciprocal_()
 
 
@@ -138,7 +151,7 @@ def _label_blocks(labels: Tensor, n_views: int, dtype: torch.dtype) -> tuple[Ten
 
     Row ``(v, b)`` has ``V · |{c : y_c = y_b}| - 1`` positives: every view of its label but itself.
     """
-    same = (labels[:, None] == labels[None, :]).to(dtype)
+    same = same_labels(labels, dtype)
     count = same.sum(dim=1).mul_(n_views).sub_(1.0)
     return same, count.repeat(n_views)
 
@@ -204,13 +217,12 @@ class FusedMultiview(torch.autograd.Function):
             batch = z.shape[0] // n_views
             c = a_float / (n_views - 1) if a is None else (a / (n_views - 1)).view(n_views, batch)[:, None, :]
             g.view(n_views, batch, n_views, batch).diagonal(dim1=1, dim2=3).sub_(c)
-            gz = torch.mm(_symmetrised(g.fill_diagonal_(0.0)), z)  # the own column: softmax 0, no positive
         else:
             z, inverse, log_p, same, a, c, inv_tau_t = ctx.saved_tensors
             g = torch.exp(log_p).mul_(a[:, None])  # a·softmax - C, C from the label blocks
             batch = same.shape[0]
             g.view(n_views, batch, n_views, batch).sub_(c.view(n_views, batch, 1, 1) * same.view(1, batch, 1, batch))
-            gz = torch.mm(_symmetrised(g.fill_diagonal_(0.0)), z)  # the own column: softmax 0, no positive
+        gz = torch.mm(_symmetrised(g.fill_diagonal_(0.0)), z)  # the own column: softmax 0, no positive
         grad_tau = None
         if ctx.needs_input_grad[2]:
             grad_tau = (torch.vdot(z.view(-1), gz.view(-1)) * (0.5 * grad)).to(inv_tau_t.dtype)

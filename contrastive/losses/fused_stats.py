@@ -27,13 +27,19 @@ from __future__ import annotations
 
 import torch
 
-from contrastive.engine import RowStats, resolve_backend
+from contrastive.engine import RowStats
 from contrastive.engine.reference import compute_dtype
 from contrastive.engine.stats import LabelStructure
 from contrastive.engine.tiles import direct_is_safe
 from contrastive.losses.base import EngineOptions, is_uniform
-from contrastive.losses.fused import FUSED_ELEMENTS, _prepare, _symmetrised, _unit_backward
-from contrastive.engine.dispatch import check_inverse_temperature
+from contrastive.losses.fused import (
+    _inverse_temperature,
+    _prepare,
+    _symmetrised,
+    _unit_backward,
+    fused_size_fits,
+    same_labels,
+)
 
 Tensor = torch.Tensor
 
@@ -48,12 +54,9 @@ def fused_stats_applies(options: EngineOptions, temperature: float | Tensor, exp
     ``max |γ| / τ`` within the direct limit, at least two rows and at most
     ``FUSED_ELEMENTS["stats"]`` similarities.
     """
-    if is_uniform(options.resolved_sampler) and not options.decoupled:
+    if (is_uniform(options.resolved_sampler) and not options.decoupled) or not options.normalize:
         return False
-    if (not options.normalize or isinstance(temperature, Tensor) or options.block_size is not None
-            or options.backend not in ("auto", "chunked") or rows < 2 or rows * rows > FUSED_ELEMENTS["stats"]):
-        return False
-    if resolve_backend(options.backend, like.device, like.dtype) != "chunked":
+    if isinstance(temperature, Tensor) or not fused_size_fits(options, rows, rows, like, "stats"):
         return False
     return direct_is_safe(1.0 / temperature, exponents, compute_dtype(like.dtype))
 
@@ -65,15 +68,15 @@ def fused_multiview_stats(z: Tensor, labels: Tensor | None, temperature: float, 
     ``labels`` ``(B,)`` int64 (positives: the other rows with the label) or None (pair ids:
     the other views of the sample).
     """
-    check_inverse_temperature(temperature, z.dtype)
     n = z.shape[0]
-    neg_lse, pos_lse, pos_sum = FusedMultiviewStats.apply(z, labels, 1.0 / temperature, n_views, exponents)
-    if labels is None:
-        pos_count = torch.full((n,), n_views - 1, dtype=torch.long, device=z.device)
-        neg_count = torch.full((n,), n - n_views, dtype=torch.long, device=z.device)
+    inv_tau = _inverse_temperature(temperature, z, False)  # a float: the check is Python's
+    neg_lse, pos_lse, pos_sum = FusedMultiviewStats.apply(z, labels, inv_tau, n_views, exponents)
+    if labels is None:  # the same counts for every anchor, known in Python
+        known = (n_views - 1, n - n_views)
+        pos_count, neg_count = (torch.full((n,), k, dtype=torch.long, device=z.device) for k in known)
     else:
+        known = None
         pos_count, neg_count = LabelStructure.of(labels.repeat(n_views), None, None).counts()
-    known = (n_views - 1, n - n_views) if labels is None else None
     return RowStats(neg_lse, pos_lse, pos_sum, pos_count, neg_count, exponents, known_counts=known)
 
 
@@ -124,8 +127,7 @@ class FusedMultiviewStats(torch.autograd.Function):
             pos_total = positive.sum(dim=1).reshape(n)
             same = None
         else:
-            rows = labels.repeat(n_views)
-            same = (rows[:, None] == rows[None, :]).to(s.dtype)
+            same = same_labels(labels.repeat(n_views), s.dtype)
             negative = 1.0 - same  # 0 on the diagonal too
             same.fill_diagonal_(0.0)  # from here on: the positives
             positive = e * same

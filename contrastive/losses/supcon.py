@@ -103,15 +103,16 @@ def multiview_loss(
 
     (temperature, views, z, labels, extra, weights), layout = agreed_layout(check, lambda c: c[1][0], "views",
                                                                             options.gather)
-    if (layout.world_size == 1 and extra is None and contrast_mode == "all" and positive_weight is None
-            and (labels is None or labels.dim() == 1) and fused_applies(options, z.shape[0], z.shape[0], weights, z)):
+    # one process, every view an anchor against the others alone, integer (or no) labels: the fused paths
+    plain = (layout.world_size == 1 and extra is None and contrast_mode == "all"
+             and (labels is None or labels.dim() == 1))
+    if plain and positive_weight is None and fused_applies(options, z.shape[0], z.shape[0], weights, z):
         loss = fused_multiview_loss(z, labels, temperature, len(views), weights, options)
         return loss if base_temperature is None else loss * (temperature / base_temperature)
     batch = views[0].shape[0]
     anchors = None if contrast_mode == "all" else batch
     sampler = options.resolved_sampler
-    if (layout.world_size == 1 and extra is None and anchors is None and (labels is None or labels.dim() == 1)
-            and fused_stats_applies(options, temperature, sampler.exponents, z.shape[0], z)):
+    if plain and fused_stats_applies(options, temperature, sampler.exponents, z.shape[0], z):
         stats = fused_multiview_stats(z, labels, temperature, len(views), sampler.exponents)
     else:
         labels = sample_labels(labels, batch, z.device, layout)  # global ones when gathering
