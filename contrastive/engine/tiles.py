@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from contrastive.engine.explog import exp, exp_, log
+
 Tensor = torch.Tensor
 NEG_INF = float("-inf")
 #: Largest |γ·s| for which e^{±γs} and the products with e^{-lse} stay well inside the normal range.
@@ -106,17 +108,17 @@ def tile_terms(sim: Tensor, spec: TermSpec, masks: TileMasks, rows: slice, cols:
     """Return the terms of one tile: ``e^{γs}`` (direct; 0 outside the set) or ``γs`` (shifted; -inf)."""
     empty = 0.0 if spec.direct else NEG_INF
     if spec.joint:
-        term = torch.exp_(sim) if spec.direct else sim
+        term = exp_(sim) if spec.direct else sim
         masks.drop_self(term, rows, cols, diagonal, empty)
         return [term]
     same = masks.same(rows, cols, diagonal)
-    base = torch.exp(sim) if spec.direct else sim
+    base = exp(sim) if spec.direct else sim
     out = []
     for gamma in spec.exponents:
         if gamma == 1.0:
             scaled = base
         elif spec.direct:
-            scaled = base * base if gamma == 2.0 else torch.exp(sim * gamma)
+            scaled = base * base if gamma == 2.0 else exp_(sim * gamma)
         else:
             scaled = sim * gamma
         out.append(torch.where(same, _fill(sim, empty), scaled))
@@ -145,18 +147,18 @@ class Accumulator:
         peak = torch.maximum(self.peak[lines], tile_peak)
         shift = torch.where(torch.isfinite(peak), peak, _fill(peak, 0.0))
         sums = torch.stack(
-            [torch.exp(t - (shift[:, k, None] if dim == 1 else shift[None, :, k])).sum(dim=dim)
+            [exp_(t - (shift[:, k, None] if dim == 1 else shift[None, :, k])).sum(dim=dim)
              for k, t in enumerate(terms)],
             dim=1,
         )
-        self.total[lines] = self.total[lines] * torch.exp(self.peak[lines] - shift) + sums
+        self.total[lines] = self.total[lines] * exp_(self.peak[lines] - shift) + sums
         self.peak[lines] = peak
 
     def lse(self) -> Tensor:
         """Return the ``(lines, K)`` log-sum-exps (-inf for empty sets)."""
         if self.direct:
-            return torch.log(self.total)
-        return torch.log(self.total) + torch.where(
+            return log(self.total)
+        return log(self.total) + torch.where(
             torch.isfinite(self.peak), self.peak, _fill(self.peak, 0.0)
         )
 
@@ -175,7 +177,7 @@ class TileGradient:
         coef = torch.zeros_like(lse) if grad is None else grad.to(lse.dtype) * gammas
         finite = torch.where(torch.isfinite(lse), lse, _fill(lse, 0.0))
         self.direct = spec.direct
-        self.scale = coef * torch.exp(-finite) if spec.direct else coef
+        self.scale = coef * exp_(-finite) if spec.direct else coef
         self.lse = finite
 
     def term(self, term: Tensor, k: int, lines: slice, dim: int, inplace: bool = False) -> Tensor:
@@ -188,7 +190,7 @@ class TileGradient:
         if self.direct:
             return term.mul_(scale) if inplace else term * scale
         lse = self.lse[lines, k]
-        return torch.exp(term - (lse[:, None] if dim == 1 else lse[None, :])).mul_(scale)
+        return exp_(term - (lse[:, None] if dim == 1 else lse[None, :])).mul_(scale)
 
 
 def tile_gradient(terms: list[Tensor], rows_grad: TileGradient, rows: slice,

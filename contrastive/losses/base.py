@@ -142,6 +142,12 @@ def is_uniform(sampler: Any) -> bool:
     return bool(check()) if callable(check) else False
 
 
+def all_anchors_valid(stats: RowStats, decoupled: bool = False) -> bool:
+    """Whether every anchor is known in Python to enter the mean (pair positives in one process: ``known_counts``)."""
+    known = stats.known_counts
+    return known is not None and known[0] > 0 and (known[1] > 0 or not decoupled) and stats.pos_weight is None
+
+
 def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, *, decoupled: bool = False,
                   positive_weight: Tensor | None = None, smoothing: tuple[float, Tensor] | None = None
                   ) -> tuple[Tensor, Tensor]:
@@ -153,8 +159,7 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, *,
     candidates; the positive term becomes :math:`(1-\epsilon)\bar s_{iP} + \epsilon\,\bar s_{i\cdot}`.
     """
     known = stats.known_counts
-    # every anchor enters the mean, known in Python (pair positives in one process): no guards for empty sets
-    all_valid = known is not None and known[0] > 0 and (known[1] > 0 or not decoupled) and stats.pos_weight is None
+    all_valid = all_anchors_valid(stats, decoupled)  # no guards for empty sets
     if all_valid:
         valid = torch.ones_like(stats.pos_sum, dtype=torch.bool)
         count, zero = known[0], None
@@ -190,9 +195,11 @@ def anchor_losses(stats: RowStats, sampler: Any, temperature: float | Tensor, *,
     return kept(denominator - positive), valid  # positive is finite on every row
 
 
-def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = None,
+def mean_over_valid(losses: Tensor, valid: Tensor | None, layout: BatchLayout | None = None,
                     options: EngineOptions | None = None, weights: Tensor | None = None) -> Tensor:
     """Return the mean of ``losses`` over ``valid`` anchors (``weights``: the weighted mean).
+
+    ``valid=None``: every anchor, known in Python (:func:`all_anchors_valid`); nothing is counted.
 
     ``layout`` (gathering): the anchors are this rank's share of the global batch; return
     ``world_size / (valid anchors on all ranks) * (sum of the local losses)``, the contract of
@@ -203,15 +210,20 @@ def mean_over_valid(losses: Tensor, valid: Tensor, layout: BatchLayout | None = 
     """
     options = EngineOptions() if options is None else options
     gathering = layout is not None and layout.world_size > 1
-    n_valid = valid.sum()
-    if gathering and (weights is None or options.validate_args):
-        n_valid = count_across_ranks(n_valid, valid.device)
-    if options.validate_args:
-        check_some_valid(n_valid, options, stacklevel=5)
+    if valid is None and gathering:
+        valid = torch.ones_like(losses, dtype=torch.bool)
+    if valid is None:
+        n_valid = losses.numel()
+    else:
+        n_valid = valid.sum()
+        if gathering and (weights is None or options.validate_args):
+            n_valid = count_across_ranks(n_valid, valid.device)
+        if options.validate_args:
+            check_some_valid(n_valid, options, stacklevel=5)
     world_size = layout.world_size if gathering else 1
     if weights is not None:
-        weights = torch.where(valid, weights.to(losses.dtype), torch.zeros((), dtype=losses.dtype,
-                                                                          device=losses.device))
+        weights = weights.to(losses.dtype) if valid is None else torch.where(
+            valid, weights.to(losses.dtype), torch.zeros((), dtype=losses.dtype, device=losses.device))
         total_weight = all_reduce_sum(weights.sum()) if gathering else weights.sum()
         safe = torch.where(total_weight > 0, total_weight, torch.ones_like(total_weight))
         return (losses * weights).sum() * world_size / safe
@@ -543,4 +555,4 @@ class EngineLoss(torch.nn.Module):
                 f"validate_args={o.validate_args}{decoupled}")
 
 
-__all__ = ["EngineLoss", "EngineOptions", "anchor_losses", "engine_options", "mean_over_valid", "world"]
+__all__ = ["EngineLoss", "EngineOptions", "all_anchors_valid", "anchor_losses", "engine_options", "mean_over_valid", "world"]

@@ -9,6 +9,7 @@ import torch
 
 from contrastive.distributed import BatchLayout, all_reduce_max, all_reduce_sum
 from contrastive.engine import RowStats
+from contrastive.engine.explog import exp_
 from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import EngineLoss, engine_options
 from contrastive.losses.supcon import PositiveWeight, multiview_loss
@@ -75,7 +76,7 @@ def von_mises_fisher_weights(weight_sigma: float) -> PositiveWeight:
         if gathering:
             peak = all_reduce_max(peak)
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-        e = torch.exp(x - peak)  # 0 for anchors outside the mean
+        e = exp_(x - peak)  # 0 for anchors outside the mean
         total = e.sum()
         if gathering:
             total, count = all_reduce_sum(torch.stack([total, count])).detach().unbind(0)

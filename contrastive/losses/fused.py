@@ -29,10 +29,13 @@ import torch
 
 from contrastive.engine import resolve_backend
 from contrastive.engine.dispatch import check_inverse_temperature
+from contrastive.engine.explog import LOG2E, log
+from contrastive.engine.tiles import direct_is_safe
 from contrastive.engine.reference import compute_dtype
 from contrastive.losses.base import EngineOptions, check_some_valid, is_uniform
 
 Tensor = torch.Tensor
+LN2 = math.log(2.0)
 #: Problems whose similarity matrix has at most this many entries take a fused Function (on the
 #: chunked backend with automatic tiles), per Function: the largest size at which it beat the
 #: chunked engine on the 2-core benchmark CPU (D = 128, fp32, alternating rounds), within a
@@ -164,6 +167,33 @@ def _label_blocks(labels: Tensor, n_views: int, dtype: torch.dtype) -> tuple[Ten
     return same.div_(divisor[:, None]), count
 
 
+def _is_direct(inv_tau: float | Tensor, normalize: bool, dtype: torch.dtype) -> bool:
+    """Whether ``|s| <= 1/τ`` is known in Python and small enough for unshifted exponentials."""
+    return normalize and not isinstance(inv_tau, Tensor) and direct_is_safe(inv_tau, (1.0,), dtype)
+
+
+def _log2_similarities(a: Tensor, b: Tensor, inv_tau: float | Tensor) -> Tensor:
+    """Return ``s·log2(e) = a·bᵀ·log2(e)/τ`` (the scale applied to the ``(N, D)`` rows, not to the matrix)."""
+    return torch.mm(a * (inv_tau * LOG2E), b.T)
+
+
+def _exponentials(s2: Tensor, dim: int, direct: bool, e: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Return ``e = 2^(s2 - m)``, the natural log-sum-exp of ``s = s2·ln 2`` along ``dim`` and ``1 / Σ e``.
+
+    ``m`` is 0 (``direct``; ``e``: the exponentials when already formed) or the line's maximum
+    (each line needs a finite entry). ``exp2`` rather than ``exp``: see
+    :mod:`contrastive.engine.explog`; the factor ``log2(e)`` is already in ``s2``.
+    """
+    if direct:
+        e = torch.exp2(s2) if e is None else e
+        sums = e.sum(dim=dim)
+        return e, log(sums), sums.reciprocal()
+    peak = s2.amax(dim=dim, keepdim=True)
+    e = torch.sub(s2, peak).exp2_()
+    sums = e.sum(dim=dim)
+    return e, log(sums).add_(peak.view(-1), alpha=LN2), sums.reciprocal()
+
+
 def _view_sum(blocks: Tensor) -> Tensor:
     """Return ``Σ_vw blocks[v, :, w, :]`` of a ``(V, B, V, B)`` view: ``V² - 1`` additions of strided blocks.
 
@@ -189,17 +219,16 @@ class FusedMultiview(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, labels, inv_tau, weights, n_views, normalize):  # type: ignore[override]  # noqa: ANN001, ANN205
-        """Form ``s`` once; the loss is ``Σ a·lse - Σ C∘s``."""
+        """Form ``s`` once (in base 2) and its exponentials; the loss is ``Σ a·lse - Σ C∘s``."""
         z, inverse = _prepare(x, normalize)
         n, dtype = z.shape[0], z.dtype
         batch = n // n_views
-        s = torch.mm(z, z.T).mul_(inv_tau).fill_diagonal_(float("-inf"))  # the own column is out
-        log_p = torch.log_softmax(s, dim=1).fill_diagonal_(0.0)  # 0: sums over the positives skip it
-        blocks = log_p.view(n_views, batch, n_views, batch)
+        s2 = _log2_similarities(z, z, inv_tau).fill_diagonal_(0.0)  # s·log2(e); 0: the positives' sums skip it
+        blocks = s2.view(n_views, batch, n_views, batch)
         valid = None
         if labels is None:  # the positives of row (v, b) are (w, b), w != v: C = a_b / (V-1) on the block diagonals
             q = None
-            per_sample = blocks.diagonal(dim1=1, dim2=3).sum(dim=(0, 1))  # Σ_vw log p_(v,b),(w,b)
+            per_sample = blocks.diagonal(dim1=1, dim2=3).sum(dim=(0, 1))  # Σ_vw s2_(v,b),(w,b)
             scale = 1.0 / (n_views - 1)
         else:  # a B x B matrix of the labels applied to the V x V blocks (no N x N mask is formed)
             q, count = _label_blocks(labels, n_views, dtype)  # C_(v,b),(w,c) = a_b q_bc / V
@@ -213,13 +242,17 @@ class FusedMultiview(torch.autograd.Function):
         elif q is not None:
             q = q.mul_(a[:, None])
         if q is None:
-            loss = (per_sample.sum() if isinstance(a, float) else torch.dot(per_sample, a)) * -scale
+            positive = per_sample.sum() * scale if isinstance(a, float) else torch.dot(per_sample, a) * scale
         else:
-            loss = _view_sum(blocks).mul_(q).sum() * -scale  # not vdot: BLAS wakes the thread pool at any size
-        ctx.save_for_backward(z, inverse, log_p, q, a if isinstance(a, Tensor) else None,
+            positive = _view_sum(blocks).mul_(q).sum() * scale  # not vdot: BLAS wakes the thread pool at any size
+        direct = _is_direct(inv_tau, normalize, dtype)
+        e, lse, inverse_sums = _exponentials(s2.fill_diagonal_(float("-inf")), 1, direct)
+        total = lse.sum() * a if isinstance(a, float) else torch.dot(lse.view(n_views, batch).sum(dim=0), a)
+        loss = total - positive * LN2
+        ctx.save_for_backward(z, inverse, e, inverse_sums, q, a if isinstance(a, Tensor) else None,
                               inv_tau if isinstance(inv_tau, Tensor) else None)
         ctx.scalars = (inv_tau if not isinstance(inv_tau, Tensor) else None, n_views, x.dtype,
-                       a if isinstance(a, float) else None, scale)
+                       a if isinstance(a, float) else None, scale, direct)
         if valid is None:
             return loss
         n_valid = valid.sum()
@@ -229,28 +262,27 @@ class FusedMultiview(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad, *_):  # type: ignore[override]  # noqa: ANN001, ANN205
         """``G = a·softmax(s) - C``; ``dz = (G + Gᵀ) z / τ``; ``dτ⁻¹ = ½ <z, (G + Gᵀ) z>``."""
-        z, inverse, log_p, q, a, inv_tau_t = ctx.saved_tensors
-        inv_tau_f, n_views, x_dtype, a_float, scale = ctx.scalars
+        z, inverse, e, inverse_sums, q, a, inv_tau_t = ctx.saved_tensors
+        inv_tau_f, n_views, x_dtype, a_float, scale, direct = ctx.scalars
         n = z.shape[0]
         batch = n // n_views
-        g = torch.exp(log_p)
-        factor = grad  # a uniform anchor weight is applied to the (N, D) product, not to G
-        if a is None:
-            factor, scale = grad * a_float, scale / a_float
-        else:
-            g.view(n_views, batch, n).mul_(a[:, None])
+        # G = a·softmax - C; G + Gᵀ = e∘(w_i + w_j) - (C + Cᵀ) with w = a / Σe when e is unshifted, so symmetric
+        # (to rounding): two products replace a product and the transposed copy
+        w = inverse_sums.mul(a_float) if a is None else (inverse_sums.view(n_views, batch) * a).view(n)
+        g = torch.mul(e, w[:, None])
+        g = g.addcmul_(e, w[None, :]) if direct else _symmetrised(g)
         blocks = g.view(n_views, batch, n_views, batch)
         if q is not None:  # the label blocks (own column included: it is reset below)
-            blocks.sub_(q.view(1, batch, 1, batch), alpha=scale)
+            blocks.sub_((q + q.T).view(1, batch, 1, batch), alpha=scale)
         elif a is None:  # the block diagonals
-            blocks.diagonal(dim1=1, dim2=3).sub_(scale)
+            blocks.diagonal(dim1=1, dim2=3).sub_(2.0 * scale)
         else:
-            blocks.diagonal(dim1=1, dim2=3).sub_(a * scale)
-        gz = torch.mm(_symmetrised(g.fill_diagonal_(0.0)), z)  # the own column: softmax 0, no positive
+            blocks.diagonal(dim1=1, dim2=3).sub_(a * (2.0 * scale))
+        gz = torch.mm(g.fill_diagonal_(0.0), z)  # the own column: softmax 0, no positive
         grad_tau = None
         if ctx.needs_input_grad[2]:
-            grad_tau = (torch.vdot(z.view(-1), gz.view(-1)) * (0.5 * factor)).to(inv_tau_t.dtype)
-        gz.mul_(factor * (inv_tau_f if inv_tau_t is None else inv_tau_t))
+            grad_tau = (torch.vdot(z.view(-1), gz.view(-1)) * (0.5 * grad)).to(inv_tau_t.dtype)
+        gz.mul_(grad * (inv_tau_f if inv_tau_t is None else inv_tau_t))
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = (gz if inverse is None else _unit_backward(gz, z, inverse)).to(x_dtype)
@@ -266,26 +298,30 @@ class FusedDual(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, y, labels, inv_tau, weights, normalize):  # type: ignore[override]  # noqa: ANN001, ANN205
-        """Form ``s`` once; rows and columns each give a log-sum-exp."""
+        """Form ``s`` once (in base 2); rows and columns each give a log-sum-exp (one exponential when direct)."""
         batch = x.shape[0]
         z, inverse = _prepare(torch.cat([x, y]), normalize)
         zx, zy = z[:batch], z[batch:]
-        s = torch.mm(zx, zy.T).mul_(inv_tau)
-        rows, cols = torch.log_softmax(s, dim=1), torch.log_softmax(s, dim=0)
+        s2 = _log2_similarities(zx, zy, inv_tau)
+        direct = _is_direct(inv_tau, normalize, z.dtype)
+        e_rows, lse_rows, inv_rows = _exponentials(s2, 1, direct)
+        e_cols, lse_cols, inv_cols = _exponentials(s2, 0, direct, e_rows if direct else None)
         a = _anchor_weights(weights, None, 1, z.dtype)
         a = a / batch if isinstance(a, float) else a
-        if labels is None:  # the positive of row i and of column i is the pair (i, i)
-            both = rows.diagonal() + cols.diagonal()
-            loss = both.sum() * (-0.5 * a) if isinstance(a, float) else torch.dot(both, a) * -0.5
+        # the loss ½ Σ a (lse_rows + lse_cols) - Σ C∘s: C = a on the diagonal (pairs), or row i's a_i [l_i = l_j] / |P(i)|
+        # over 2 plus column j's a_j [l_i = l_j] / |P(j)| over 2 (labels)
+        both = lse_rows + lse_cols
+        if labels is None:
             coef = None
-        else:  # row i: a_i [l_i = l_j] / |P(i)|; column j: a_j [l_i = l_j] / |P(j)|
+            positive = s2.diagonal().sum() * a if isinstance(a, float) else torch.dot(s2.diagonal(), a)
+        else:
             mask, reciprocal = _pair_coefficients(labels, z.dtype)
             per_row = (a * reciprocal) * 0.5
-            coef = mask * per_row[:, None], mask * per_row[None, :]
-            loss = -(torch.vdot(coef[0].view(-1), rows.view(-1)) + torch.vdot(coef[1].view(-1), cols.view(-1)))
-            coef = coef[0] + coef[1]
-        ctx.save_for_backward(z, inverse, rows, cols, coef, a if isinstance(a, Tensor) else None,
-                              inv_tau if isinstance(inv_tau, Tensor) else None)
+            coef = (mask * per_row[:, None]).add_(mask * per_row[None, :])
+            positive = torch.vdot(coef.view(-1), s2.view(-1))
+        loss = (both.sum() * a if isinstance(a, float) else torch.dot(both, a)) * 0.5 - positive * LN2
+        ctx.save_for_backward(z, inverse, e_rows, None if direct else e_cols, inv_rows, inv_cols, coef,
+                              a if isinstance(a, Tensor) else None, inv_tau if isinstance(inv_tau, Tensor) else None)
         ctx.scalars = (a if isinstance(a, float) else None, inv_tau if not isinstance(inv_tau, Tensor) else None,
                        x.dtype)
         return loss
@@ -293,16 +329,13 @@ class FusedDual(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]  # noqa: ANN001, ANN205
         """``G = ½ (a_i softmax_row + a_j softmax_col) - C``; ``dx = G y / τ``, ``dy = Gᵀ x / τ``."""
-        z, inverse, rows, cols, coef, a, inv_tau_t = ctx.saved_tensors
+        z, inverse, e_rows, e_cols, inv_rows, inv_cols, coef, a, inv_tau_t = ctx.saved_tensors
         a_float, inv_tau_f, x_dtype = ctx.scalars
-        batch = rows.shape[0]
+        batch = e_rows.shape[0]
         zx, zy = z[:batch], z[batch:]
-        rows, cols = torch.exp(rows), torch.exp(cols)
-        if a is None:
-            g = rows.add_(cols).mul_(0.5 * a_float)
-        else:
-            half = a * 0.5
-            g = rows.mul_(half[:, None]).add_(cols.mul_(half[None, :]))
+        half = 0.5 * a_float if a is None else a * 0.5
+        g = e_rows * (inv_rows * half)[:, None]
+        g.addcmul_(e_rows if e_cols is None else e_cols, (inv_cols * half)[None, :])
         if coef is None:
             g.diagonal().sub_(a_float if a is None else a)
         else:

@@ -6,8 +6,8 @@ The hard and debiased samplers, DCL (``decoupled``) and any sampler with exponen
 problem small enough to hold (``FUSED_ELEMENTS["stats"]`` of :mod:`contrastive.losses.fused`) with unit
 rows and a float temperature such that every :math:`|\gamma s|` stays below
 :data:`~contrastive.engine.tiles.DIRECT_LIMIT`, :class:`FusedMultiviewStats` forms
-``s = z·zᵀ/τ`` once, its exponentials once (``e^{2s}`` as a product, never a second
-``exp``) and returns the :class:`~contrastive.engine.RowStats` tensors
+``s = z·zᵀ/τ`` once (in base 2), its exponentials once (``e^{2s}`` as a product, never a second
+``exp2``) and returns the :class:`~contrastive.engine.RowStats` tensors
 
 .. math::
 
@@ -32,8 +32,11 @@ from contrastive.engine.reference import compute_dtype
 from contrastive.engine.stats import LabelStructure
 from contrastive.engine.tiles import direct_is_safe
 from contrastive.losses.base import EngineOptions, is_uniform
+from contrastive.engine.explog import log
 from contrastive.losses.fused import (
+    LN2,
     _inverse_temperature,
+    _log2_similarities,
     _prepare,
     _symmetrised,
     _unit_backward,
@@ -81,7 +84,7 @@ def fused_multiview_stats(z: Tensor, labels: Tensor | None, temperature: float, 
 
 
 def _exponentials(s: Tensor, negatives: Tensor, exponents: tuple[float, ...], mask) -> list[Tensor]:  # noqa: ANN001
-    """``e^{γ s}`` over the negatives for each exponent; products of earlier ones where they add up."""
+    """``e^{γ s}`` over the negatives for each exponent (``s`` in base 2: ``2^{γ s}``); products where they add up."""
     done: dict[float, Tensor] = {1.0: negatives}
     out = []
     for gamma in exponents:
@@ -91,7 +94,7 @@ def _exponentials(s: Tensor, negatives: Tensor, exponents: tuple[float, ...], ma
             elif gamma - 1.0 in done:
                 done[gamma] = done[gamma - 1.0] * negatives
             else:
-                done[gamma] = mask(torch.mul(s, gamma).exp_())
+                done[gamma] = mask(torch.mul(s, gamma).exp2_())
         out.append(done[gamma])
     return out
 
@@ -110,11 +113,11 @@ class FusedMultiviewStats(torch.autograd.Function):
         z, inverse = _prepare(x, True)
         n = z.shape[0]
         batch = n // n_views
-        s = torch.mm(z, z.T).mul_(inv_tau)
-        e = torch.exp(s)
+        s = _log2_similarities(z, z, inv_tau)  # s·log2(e): its sums are scaled by ln 2 below
+        e = torch.exp2(s)
         if labels is None:  # positives on the block diagonals (w != v); the main diagonal is the self
             blocks_s = s.view(n_views, batch, n_views, batch).diagonal(dim1=1, dim2=3)  # (V, V, B)
-            pos_sum = (blocks_s.sum(dim=1) - s.diagonal().view(n_views, batch)).reshape(n)
+            pos_sum = (blocks_s.sum(dim=1) - s.diagonal().view(n_views, batch)).reshape(n).mul_(LN2)
             blocks_e = e.view(n_views, batch, n_views, batch).diagonal(dim1=1, dim2=3)
             positive = blocks_e.clone()
             positive.diagonal(dim1=0, dim2=1).zero_()  # (V, V, B): e^{s_ip} for w != v, 0 at w = v
@@ -137,12 +140,14 @@ class FusedMultiviewStats(torch.autograd.Function):
                 return t.mul_(negative)
 
             pos_total = positive.sum(dim=1)
-            pos_sum = (s * same).sum(dim=1)
+            pos_sum = (s * same).sum(dim=1).mul_(LN2)
         terms = _exponentials(s, e, exponents, mask)
         # every sum in one (n, E + 1) tensor: one log, one reciprocal (0 for an empty set, whose log is -inf)
         totals = torch.stack([t.sum(dim=1) for t in terms] + [pos_total], dim=1)
-        logs = torch.log(totals)
-        scales = torch.where(totals > 0, totals.reciprocal(), torch.zeros_like(totals))
+        logs = log(totals)
+        scales = totals.reciprocal()
+        if labels is not None or n == n_views:  # a set can be empty; else every e^{γs} >= e^{-40} makes totals > 0
+            scales = torch.where(totals > 0, scales, torch.zeros_like(totals))
         ctx.save_for_backward(z, inverse, positive, same, scales, *terms)
         ctx.scalars = (inv_tau, n_views, exponents, x.dtype)
         return logs[:, :-1], logs[:, -1], pos_sum
@@ -156,14 +161,13 @@ class FusedMultiviewStats(torch.autograd.Function):
         n = z.shape[0]
         batch = n // n_views
         dtype = z.dtype
-        zero = torch.zeros(n, dtype=dtype, device=z.device)
         g_neg = torch.zeros_like(scales) if g_neg is None else g_neg.to(dtype)
-        h = zero if g_pos_lse is None else g_pos_lse.to(dtype) * pos_scale
-        k = zero if g_pos_sum is None else g_pos_sum.to(dtype)
-        coef = g_neg * scales * torch.tensor(exponents, dtype=dtype, device=z.device)
-        g = terms[0] * coef[:, :1]
+        h = scales.new_zeros(n) if g_pos_lse is None else g_pos_lse.to(dtype) * pos_scale
+        k = scales.new_zeros(n) if g_pos_sum is None else g_pos_sum.to(dtype)
+        coef = g_neg * scales  # γ_e is applied in the products below
+        g = terms[0] * (coef[:, :1] if exponents[0] == 1.0 else coef[:, :1] * exponents[0])
         for e, term in enumerate(terms[1:], start=1):
-            g.addcmul_(term, coef[:, e : e + 1])
+            g.addcmul_(term, coef[:, e : e + 1], value=exponents[e])
         if same is None:
             blocks = g.view(n_views, batch, n_views, batch).diagonal(dim1=1, dim2=3)  # (V, V, B) view
             part = positive * h.view(n_views, 1, batch) + k.view(n_views, 1, batch)

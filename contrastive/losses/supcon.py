@@ -22,6 +22,7 @@ from contrastive.hookspecs import hookimpl
 from contrastive.losses.base import (
     EngineLoss,
     EngineOptions,
+    all_anchors_valid,
     anchor_losses,
     check_weights,
     engine_options,
@@ -124,7 +125,8 @@ def multiview_loss(
     losses, valid = anchor_losses(stats, sampler, temperature, decoupled=options.decoupled, positive_weight=factor)
     if weights is not None:  # per sample: each of its anchors (every view, or the first)
         weights = weights.repeat(len(views)) if anchors is None else weights
-    loss = mean_over_valid(losses, valid, layout, options, weights)
+    loss = mean_over_valid(losses, None if all_anchors_valid(stats, options.decoupled) else valid, layout, options,
+                           weights)
     if base_temperature is not None:
         loss = loss * (temperature / base_temperature)
     return loss

@@ -9,6 +9,7 @@ import torch
 
 from contrastive._validation import check_unit_interval
 from contrastive.engine import RowStats
+from contrastive.engine.explog import exp, log
 from contrastive.hookspecs import hookimpl
 from contrastive.samplers.base import Sampler
 
@@ -31,7 +32,7 @@ def debiased_log_negative(
     if known is not None and known[1] > 0:  # the same counts for every anchor, known in Python
         log_neg, log_pos = math.log(known[1]), math.log(max(known[0], 1))
     else:  # one log call for both (on the CPU each transcendental call costs a thread wake-up)
-        log_neg, log_pos = torch.log(torch.stack([stats.neg_count, stats.pos_count.clamp(min=1)]).to(dtype)).unbind(0)
+        log_neg, log_pos = log(torch.stack([stats.neg_count, stats.pos_count.clamp(min=1)]).to(dtype)).unbind(0)
     log_pos_mean = stats.pos_lse - log_pos
     log_correction = math.log(tau_plus) + log_neg + log_pos_mean
     positive_gap = log_correction < log_negative_sum
@@ -41,7 +42,7 @@ def debiased_log_negative(
     )
     log_gap = torch.where(
         positive_gap,
-        log_negative_sum + torch.log1p(-torch.exp(ratio)),
+        log_negative_sum + torch.log1p(-exp(ratio)),
         torch.full_like(log_negative_sum, float("-inf")),
     )
     inv_tau = 1.0 / temperature

@@ -10,6 +10,7 @@ import torch
 
 from contrastive._validation import check_non_negative, check_unit_interval
 from contrastive.engine import RowStats
+from contrastive.engine.explog import log
 from contrastive.hookspecs import hookimpl
 from contrastive.samplers.base import Sampler
 from contrastive.samplers.debiased import debiased_log_negative
@@ -57,7 +58,7 @@ class HardNegativeSampler(Sampler):
         zero = torch.zeros((), dtype=stats.neg_lse.dtype, device=stats.neg_lse.device)
         top = torch.where(has_negative, stats.neg_lse_at(1.0 + self.beta), zero)
         bottom = torch.where(has_negative, stats.neg_lse_at(self.beta), zero)
-        log_count = torch.log(stats.neg_count.clamp(min=1).to(top.dtype))
+        log_count = log(stats.neg_count.clamp(min=1).to(top.dtype))
         return torch.where(has_negative, log_count + top - bottom, torch.full_like(top, float("-inf")))
 
     def log_negative_term(self, stats: RowStats, temperature: float | Tensor) -> Tensor:
