@@ -95,11 +95,19 @@ def test_a_batch_without_positives_is_a_zero_loss_connected_to_the_graph_and_war
 
 
 @pytest.mark.parametrize("name", ["nt_xent", "infonce", "clip"])
-def test_a_one_sample_batch_of_paired_views_has_its_positive_and_no_negative(name: str) -> None:
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_one_sample_batch_of_paired_views_has_its_positive_and_no_negative(name: str, dtype: torch.dtype) -> None:
+    """The positive is the whole denominator: log 1 = 0, to rounding.
+
+    The loss is ``lse - s`` with ``lse = log e^s``: in float64 it is 0 to 1e-12; in float32 each
+    side rounds on the scale of the logit itself (|s| = 1/0.07 = 14.3 here, one ulp = 9.5e-7), so
+    the bound is 4 ulps of 14.3 (the matmul, the exponential and the logarithm each round once).
+    """
     g = torch.Generator().manual_seed(4)
-    z1, z2 = torch.randn(1, 4, generator=g).requires_grad_(), torch.randn(1, 4, generator=g).requires_grad_()
-    value = cl.get_loss(name)(z1, z2)  # the positive is the whole denominator: log 1 = 0
-    assert abs(value.item()) < 1e-6
+    z1, z2 = (torch.randn(1, 4, generator=g, dtype=dtype).requires_grad_() for _ in range(2))
+    value = cl.get_loss(name)(z1, z2)
+    bound = 1e-12 if dtype == torch.float64 else 4 * torch.finfo(torch.float32).eps * 16.0
+    assert abs(value.item()) < bound
     value.backward()
     assert torch.isfinite(z1.grad).all()
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from contrastive.engine.explog import LN2, LOG2E
 from contrastive.engine.reference import compute_dtype
 from contrastive.engine.tiles import Accumulator, TermSpec, TileGradient, TileMasks, tile_gradient, tile_terms, walk
 
@@ -51,7 +52,7 @@ class ChunkedStats(torch.autograd.Function):
         dtype = compute_dtype(anchors.dtype)
         a = anchors.to(dtype)
         c = a if symmetric else candidates.to(dtype)
-        scaled = a * inv_tau
+        scaled = a * (inv_tau * LOG2E)  # base-2 tiles (contrastive.engine.tiles)
         masks = TileMasks(row_labels, col_labels, self_col, symmetric)
         rows_acc = Accumulator(a.shape[0], spec, a)
         cols_acc = Accumulator(c.shape[0], spec, a) if dual else rows_acc
@@ -63,9 +64,10 @@ class ChunkedStats(torch.autograd.Function):
                 cols_acc.add(terms, cols, dim=0)
             if keep:
                 kept.extend(terms)
-        lse = rows_acc.lse()
-        outputs = (lse, cols_acc.lse()) if dual else (lse,)
-        ctx.save_for_backward(anchors, candidates, inv_tau, row_labels, col_labels, self_col, *outputs, *kept)
+        lse2 = (rows_acc.lse(), cols_acc.lse()) if dual else (rows_acc.lse(),)  # base 2
+        ctx.save_for_backward(anchors, candidates, inv_tau, row_labels, col_labels, self_col, *lse2, *kept)
+        outputs = tuple(x * LN2 for x in lse2)
+        lse = outputs[0]
         ctx.spec, ctx.mode, ctx.block, ctx.keep, ctx.outputs = spec, mode, block, keep, len(outputs)
         return outputs if dual else lse
 
@@ -79,7 +81,7 @@ class ChunkedStats(torch.autograd.Function):
         dtype = compute_dtype(anchors.dtype)
         a = anchors.to(dtype)
         c = a if symmetric else candidates.to(dtype)
-        scaled = a * inv_tau
+        scaled = a * (inv_tau * LOG2E)  # base-2 tiles (contrastive.engine.tiles)
         masks = TileMasks(row_labels, col_labels, self_col, symmetric)
         rows_grad = TileGradient(outputs[0], grads[0], spec)
         cols_grad = TileGradient(outputs[1], grads[1], spec) if dual else rows_grad
@@ -104,12 +106,12 @@ class ChunkedStats(torch.autograd.Function):
             if need_a or need_t:
                 ga[rows].addmm_(dsim, c[cols])
             if gc is not None:
-                gc[cols].addmm_(dsim.T, scaled[rows])
+                gc[cols].addmm_(dsim.T, a[rows])
         # d(1/τ) = Σ dS_ij <a_i, c_j> = Σ_i <a_i, (dS·C)_i>; symmetric tiles count each pair twice
         grad_t = None
         if need_t:
             grad_t = torch.vdot(a.reshape(-1), ga.reshape(-1)) * (0.5 if symmetric else 1.0)
             grad_t = grad_t.to(inv_tau.dtype)
         grad_a = (ga * inv_tau).to(anchors.dtype) if need_a else None
-        grad_c = gc.to(candidates.dtype) if gc is not None else None
+        grad_c = (gc * inv_tau).to(candidates.dtype) if gc is not None else None
         return grad_a, grad_c, grad_t, None, None, None, None, None, None, None

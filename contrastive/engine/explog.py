@@ -21,6 +21,8 @@ import torch
 Tensor = torch.Tensor
 #: log2(e), the factor that turns e^x into 2^(x log2 e).
 LOG2E = 1.4426950408889634
+#: ln(2) = 1 / log2(e): base-2 logarithms times LN2 are natural.
+LN2 = 0.6931471805599453
 
 
 def exp(x: Tensor) -> Tensor:

@@ -1,6 +1,10 @@
 r"""Arithmetic on one tile of the similarity matrix, shared by every chunked pass.
 
-A tile is ``sim[I, J]`` for a block of anchors ``I`` and a block of candidates ``J``.
+A tile is ``sim[I, J]`` for a block of anchors ``I`` and a block of candidates ``J``, in base 2:
+``sim = s·log2(e)`` (the factor is in the rows' scale), so :math:`e^{\gamma s} = 2^{\gamma\,\mathrm{sim}}`
+is one ``exp2`` (see :mod:`contrastive.engine.explog`); the statistics and gradients that
+leave this module are natural (:math:`\partial L/\partial s`) but for the log-sum-exps, which
+stay in base 2 until the engine hands them out.
 It serves the anchors of ``I`` (reductions along ``dim=1``) and, when a second set of
 statistics is kept for the candidates (the symmetric and the dual problems), the
 anchors of ``J`` (reductions along ``dim=0``).
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from contrastive.engine.explog import exp, exp_, log
+from contrastive.engine.explog import LOG2E, log
 
 Tensor = torch.Tensor
 NEG_INF = float("-inf")
@@ -105,20 +109,20 @@ class TileMasks:
 
 def tile_terms(sim: Tensor, spec: TermSpec, masks: TileMasks, rows: slice, cols: slice, diagonal: bool
                ) -> list[Tensor]:
-    """Return the terms of one tile: ``e^{γs}`` (direct; 0 outside the set) or ``γs`` (shifted; -inf)."""
+    """Return the terms of the base-2 tile ``sim``: ``e^{γs}`` (direct; 0 outside the set) or ``γ·sim`` (shifted; -inf)."""
     empty = 0.0 if spec.direct else NEG_INF
     if spec.joint:
-        term = exp_(sim) if spec.direct else sim
+        term = sim.exp2_() if spec.direct else sim
         masks.drop_self(term, rows, cols, diagonal, empty)
         return [term]
     same = masks.same(rows, cols, diagonal)
-    base = exp(sim) if spec.direct else sim
+    base = torch.exp2(sim) if spec.direct else sim
     out = []
     for gamma in spec.exponents:
         if gamma == 1.0:
             scaled = base
         elif spec.direct:
-            scaled = base * base if gamma == 2.0 else exp_(sim * gamma)
+            scaled = base * base if gamma == 2.0 else torch.mul(sim, gamma).exp2_()
         else:
             scaled = sim * gamma
         out.append(torch.where(same, _fill(sim, empty), scaled))
@@ -147,18 +151,22 @@ class Accumulator:
         peak = torch.maximum(self.peak[lines], tile_peak)
         shift = torch.where(torch.isfinite(peak), peak, _fill(peak, 0.0))
         sums = torch.stack(
-            [exp_(t - (shift[:, k, None] if dim == 1 else shift[None, :, k])).sum(dim=dim)
+            [torch.sub(t, shift[:, k, None] if dim == 1 else shift[None, :, k]).exp2_().sum(dim=dim)
              for k, t in enumerate(terms)],
             dim=1,
         )
-        self.total[lines] = self.total[lines] * exp_(self.peak[lines] - shift) + sums
+        self.total[lines] = self.total[lines] * torch.exp2(self.peak[lines] - shift) + sums
         self.peak[lines] = peak
 
     def lse(self) -> Tensor:
-        """Return the ``(lines, K)`` log-sum-exps (-inf for empty sets)."""
+        """Return the ``(lines, K)`` log-sum-exps in base 2, ``log2 Σ 2^term`` (-inf for empty sets).
+
+        Base 2 like the terms, so that the shifted backward's ``term - lse`` is at most 0 to
+        rounding at any magnitude (a round trip through natural units drifts by ulps of ``|s|``).
+        """
         if self.direct:
-            return log(self.total)
-        return log(self.total) + torch.where(
+            return log(self.total).mul_(LOG2E)
+        return log(self.total).mul_(LOG2E) + torch.where(
             torch.isfinite(self.peak), self.peak, _fill(self.peak, 0.0)
         )
 
@@ -172,12 +180,12 @@ class TileGradient:
     """
 
     def __init__(self, lse: Tensor, grad: Tensor | None, spec: TermSpec) -> None:
-        """Precompute scales ``γ g e^{-lse}`` (direct) or keep ``lse`` and ``γ g`` (shifted)."""
+        """Precompute scales ``γ g 2^{-lse}`` (direct) or keep ``lse`` and ``γ g`` (shifted); ``lse`` in base 2."""
         gammas = torch.tensor(spec.gammas, dtype=lse.dtype, device=lse.device)
         coef = torch.zeros_like(lse) if grad is None else grad.to(lse.dtype) * gammas
         finite = torch.where(torch.isfinite(lse), lse, _fill(lse, 0.0))
         self.direct = spec.direct
-        self.scale = coef * exp_(-finite) if spec.direct else coef
+        self.scale = coef * torch.exp2(-finite) if spec.direct else coef
         self.lse = finite
 
     def term(self, term: Tensor, k: int, lines: slice, dim: int, inplace: bool = False) -> Tensor:
@@ -190,7 +198,7 @@ class TileGradient:
         if self.direct:
             return term.mul_(scale) if inplace else term * scale
         lse = self.lse[lines, k]
-        return exp_(term - (lse[:, None] if dim == 1 else lse[None, :])).mul_(scale)
+        return torch.sub(term, lse[:, None] if dim == 1 else lse[None, :]).exp2_().mul_(scale)
 
 
 def tile_gradient(terms: list[Tensor], rows_grad: TileGradient, rows: slice,

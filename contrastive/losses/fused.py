@@ -29,13 +29,12 @@ import torch
 
 from contrastive.engine import resolve_backend
 from contrastive.engine.dispatch import check_inverse_temperature
-from contrastive.engine.explog import LOG2E, log
+from contrastive.engine.explog import LN2, LOG2E, log
 from contrastive.engine.tiles import direct_is_safe
 from contrastive.engine.reference import compute_dtype
 from contrastive.losses.base import EngineOptions, check_some_valid, is_uniform
 
 Tensor = torch.Tensor
-LN2 = math.log(2.0)
 #: Problems whose similarity matrix has at most this many entries take a fused Function (on the
 #: chunked backend with automatic tiles), per Function: the largest size at which it beat the
 #: chunked engine on the 2-core benchmark CPU (D = 128, fp32, alternating rounds), within a

@@ -32,9 +32,8 @@ from contrastive.engine.reference import compute_dtype
 from contrastive.engine.stats import LabelStructure
 from contrastive.engine.tiles import direct_is_safe
 from contrastive.losses.base import EngineOptions, is_uniform
-from contrastive.engine.explog import log
+from contrastive.engine.explog import LN2, log
 from contrastive.losses.fused import (
-    LN2,
     _inverse_temperature,
     _log2_similarities,
     _prepare,
