@@ -47,14 +47,23 @@ def test_log_equals_torch_log_on_both_sides_of_the_threshold(n: int) -> None:
     torch.testing.assert_close(leaf.grad, 1.0 / leaf.detach())
 
 
-def test_other_devices_call_torch_directly(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Off the CPU the helpers are torch.exp / exp_ / log (checked on the meta device: shapes only)."""
-    calls = []
-    for name in ("exp", "log"):
-        original = getattr(torch, name)
-        monkeypatch.setattr(torch, name, lambda x, _o=original, _n=name: calls.append(_n) or _o(x))
-    x = torch.empty(4, device="meta")
-    explog.exp(x)
-    explog.log(x)
-    assert calls == ["exp", "log"]
-    assert explog.exp_(torch.empty(4, device="meta")).device.type == "meta"
+def test_other_devices_call_torch_directly() -> None:
+    """Off the CPU the helpers dispatch aten exp / exp_ / log (on the meta device), on the CPU exp2 and xlogy."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    for device, want in (("meta", ["exp", "exp_", "log"]), ("cpu", ["mul", "exp2_", "mul_", "exp2_", "xlogy"])):
+        x = torch.ones(4, device=device)
+        with Ops() as ops:
+            explog.exp(x)
+            explog.exp_(x.clone() if device == "meta" else torch.ones(4))
+            explog.log(x)
+        assert [n for n in ops.names if n not in ("clone", "ones")] == want, (device, ops.names)

@@ -120,20 +120,46 @@ def test_clip_equals_reference(seed: int, batch: int, labelled: bool, weighted: 
     _assert_matches("clip", [image, text], call, logit_scale=logit_scale, learnable=learnable)
 
 
+@pytest.mark.parametrize("validate_args", [True, False])
 @pytest.mark.parametrize("name", ["nt_xent", "supcon"])
-def test_learnable_temperature_gets_the_reference_gradient(name: str) -> None:
-    """A tensor temperature with gradient: its gradient equals the reference's."""
+def test_learnable_temperature_gets_the_reference_gradient(name: str, validate_args: bool) -> None:
+    """A tensor temperature with gradient: its gradient equals the reference's (direct when the check read it)."""
     views = _views(3, 2, 6, 4)
     labels = torch.tensor([0, 0, 1, 1, 2, 3])
     results = []
     for backend in ("auto", "reference"):
         tau = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
         leaves = [v.detach().clone().requires_grad_() for v in views]
-        loss = cl.get_loss(name, temperature=tau, backend=backend)
+        loss = cl.get_loss(name, temperature=tau, backend=backend, validate_args=validate_args)
         value = loss(*leaves, labels=labels) if name == "supcon" else loss(*leaves)
         results.append((value, *torch.autograd.grad(value, [tau, *leaves])))
     for got, want in zip(*results, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(("name", "function"), [("nt_xent", "FusedMultiview"), ("clip", "FusedDual")])
+def test_a_tensor_scale_read_by_the_checks_allows_direct_exponentials(name: str, function: str) -> None:
+    """validate_args=True reads a tensor temperature (or logit scale) anyway: within the direct limit it is used."""
+    seen = []
+    cls = getattr(fused, function)
+    original = cls.apply  # Function.apply, inherited: deleting the patch restores it (torch.compile knows it)
+
+    def spy(*args):  # noqa: ANN002, ANN202
+        seen.append(args[-1])  # the direct flag
+        return original(*args)
+
+    views = _views(5, 2, 4, 3, dtype=torch.float32)
+    scale = {"temperature": torch.tensor(0.1)} if name == "nt_xent" else {}
+    assert "apply" not in vars(cls)
+    try:
+        cls.apply = staticmethod(spy)
+        for validate_args, big in ((True, False), (False, False), (True, True)):
+            if big:
+                scale = {"temperature": torch.tensor(0.01)} if name == "nt_xent" else {"logit_scale": 4.6}
+            cl.get_loss(name, validate_args=validate_args, **scale)(*views)
+    finally:
+        del cls.apply
+    assert seen == [True, False, False]  # read and small; not read; read but 1/τ = 100 > 40
 
 
 @pytest.mark.parametrize("name", ["nt_xent", "supcon", "clip"])

@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 
 Tensor = torch.Tensor
-#: log2(e), the factor that turns e^x into 2^(x log2 e).
+#: The base-2 log of e, the factor that turns e^x into 2^(x log2 e).
 LOG2E = 1.4426950408889634
-#: ln(2) = 1 / log2(e): base-2 logarithms times LN2 are natural.
+#: The natural log of 2 (the inverse of LOG2E), which turns base-2 logarithms into natural ones.
 LN2 = 0.6931471805599453
 
 

@@ -33,13 +33,16 @@ Tensor = torch.Tensor
 MAX_LOG_SCALE = math.log(torch.finfo(torch.float32).max / INVERSE_TEMPERATURE_HEADROOM)
 
 
-def _check_logit_scale(logit_scale: object, validate_args: bool) -> None:
-    """Raise ValueError unless ``logit_scale`` (θ, the log of the multiplier) is a finite real or scalar tensor."""
+def _check_logit_scale(logit_scale: object, validate_args: bool) -> float | None:
+    """Raise ValueError unless ``logit_scale`` (θ, the log of the multiplier) is a finite real or scalar tensor.
+
+    Return θ as a float where it is known in Python (a float, or a tensor read by the check).
+    """
     if isinstance(logit_scale, Tensor):
         if logit_scale.numel() != 1:
             raise ValueError(f"logit_scale must be a scalar, got a tensor of shape {tuple(logit_scale.shape)}")
         if not validate_args:
-            return
+            return None
         value = float(logit_scale.detach())
     elif isinstance(logit_scale, (int, float)) and not isinstance(logit_scale, bool):
         value = float(logit_scale)
@@ -50,6 +53,7 @@ def _check_logit_scale(logit_scale: object, validate_args: bool) -> None:
             f"logit_scale is θ, the log of the multiplier 1/τ = e^θ, and must be finite and within "
             f"±{MAX_LOG_SCALE:.2f} (so that e^θ and e^-θ are finite); got {value!r}"
         )
+    return value
 
 
 def clip_loss(
@@ -81,7 +85,7 @@ def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, 
     """CLIP with checked options."""
     validate = options.validate_args
 
-    def check() -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def check() -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, float | None]:
         image = check_embeddings(image_features, "image_features", validate)
         text = check_embeddings(text_features, "text_features", validate)
         if image.shape != text.shape or image.dtype != text.dtype:
@@ -89,16 +93,17 @@ def _clip(image_features: Tensor, text_features: Tensor, labels: Tensor | None, 
                 f"image_features and text_features must have one shape and dtype, got "
                 f"{tuple(image.shape)}/{image.dtype} and {tuple(text.shape)}/{text.dtype}"
             )
-        _check_logit_scale(logit_scale, validate)
+        known = _check_logit_scale(logit_scale, validate)
         given = None if labels is None else check_labels(labels, image.shape[0]).to(image.device)
-        return image, text, given, check_weights(weights, image.shape[0], validate)
+        return image, text, given, check_weights(weights, image.shape[0], validate), known
 
-    (image, text, given, weights), layout = agreed_layout(check, lambda c: c[0], "image_features", options.gather)
+    (image, text, given, weights, known), layout = agreed_layout(check, lambda c: c[0], "image_features",
+                                                                 options.gather)
     batch = image.shape[0]
     if layout.total < 1:
         raise ValueError("image_features must hold at least one sample, got batch size 0")
     if layout.world_size == 1 and not label_smoothing and fused_applies(options, batch, batch, weights, image, "dual"):
-        return fused_clip_loss(image, text, given, logit_scale, weights, options)
+        return fused_clip_loss(image, text, given, logit_scale, weights, options, known)
     temperature = torch.exp(-logit_scale) if isinstance(logit_scale, Tensor) else math.exp(-logit_scale)
     candidate_labels = sample_labels(given, batch, image.device, layout)
     anchor_labels = candidate_labels[layout.offset : layout.offset + batch]

@@ -66,36 +66,54 @@ def fused_applies(options: EngineOptions, rows: int, cols: int, weights: Tensor 
             and (weights is None or not weights.requires_grad) and fused_size_fits(options, rows, cols, like, kind))
 
 
-def _inverse_temperature(temperature: float | Tensor, like: Tensor, validate_args: bool) -> float | Tensor:
-    """Return 1/τ (a float, or a 0-d tensor in the accumulation dtype), checked as the engine checks it."""
+def _inverse_temperature(temperature: float | Tensor, like: Tensor, validate_args: bool
+                         ) -> tuple[float | Tensor, float | None]:
+    """Return 1/τ (a float, or a 0-d tensor in the accumulation dtype), checked as the engine checks it,
+    and its value in Python where known (a float, or a tensor read by the check: ``validate_args``)."""
     if isinstance(temperature, Tensor):
+        value = None
         if validate_args:
-            check_inverse_temperature(float(temperature.detach()), like.dtype)
-        return 1.0 / temperature.reshape(()).to(device=like.device, dtype=compute_dtype(like.dtype))
+            read = float(temperature.detach())
+            check_inverse_temperature(read, like.dtype)
+            value = 1.0 / read
+        return 1.0 / temperature.reshape(()).to(device=like.device, dtype=compute_dtype(like.dtype)), value
     check_inverse_temperature(temperature, like.dtype)
-    return 1.0 / temperature
+    return 1.0 / temperature, 1.0 / temperature
+
+
+def _is_direct(bound: float | None, normalize: bool, dtype: torch.dtype) -> bool:
+    """Whether ``|s| <= bound`` (unit rows, a Python-known ``1/τ``) allows unshifted exponentials."""
+    return normalize and direct_is_safe(bound, (1.0,), dtype)
 
 
 def fused_multiview_loss(z: Tensor, labels: Tensor | None, temperature: float | Tensor, n_views: int,
                          weights: Tensor | None, options: EngineOptions) -> Tensor:
     """SupCon of the stacked views ``z`` (``labels`` ``(B,)`` int64 or None: pair ids) by :class:`FusedMultiview`."""
-    inv_tau = _inverse_temperature(temperature, z, options.validate_args)
+    inv_tau, bound = _inverse_temperature(temperature, z, options.validate_args)
+    args = (z, labels, inv_tau, weights, n_views, options.normalize,
+            _is_direct(bound, options.normalize, compute_dtype(z.dtype)))
     if labels is None or n_views > 1:  # every anchor has a positive (another view)
-        return FusedMultiview.apply(z, labels, inv_tau, weights, n_views, options.normalize)
-    loss, n_valid = FusedMultiview.apply(z, labels, inv_tau, weights, n_views, options.normalize)
+        return FusedMultiview.apply(*args)
+    loss, n_valid = FusedMultiview.apply(*args)
     if options.validate_args:
         check_some_valid(n_valid, options, stacklevel=5)
     return loss
 
 
 def fused_clip_loss(image: Tensor, text: Tensor, labels: Tensor | None, logit_scale: float | Tensor,
-                    weights: Tensor | None, options: EngineOptions) -> Tensor:
-    """CLIP's loss at multiplier ``e^logit_scale`` by :class:`FusedDual` (``labels`` int64 or None)."""
+                    weights: Tensor | None, options: EngineOptions, known_scale: float | None = None) -> Tensor:
+    """CLIP's loss at multiplier ``e^logit_scale`` by :class:`FusedDual` (``labels`` int64 or None).
+
+    ``known_scale``: a tensor ``logit_scale``'s value θ, when the checks have read it (it bounds
+    ``|s| <= e^θ`` for unit rows, which may allow direct exponentials).
+    """
     if isinstance(logit_scale, Tensor):
         inv_tau = logit_scale.reshape(()).to(device=image.device, dtype=compute_dtype(image.dtype)).exp()
+        bound = None if known_scale is None else math.exp(known_scale)
     else:
-        inv_tau = math.exp(logit_scale)
-    return FusedDual.apply(image, text, labels, inv_tau, weights, options.normalize)
+        inv_tau = bound = math.exp(logit_scale)
+    direct = _is_direct(bound, options.normalize, compute_dtype(image.dtype))
+    return FusedDual.apply(image, text, labels, inv_tau, weights, options.normalize, direct)
 
 
 def _unit(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -166,11 +184,6 @@ def _label_blocks(labels: Tensor, n_views: int, dtype: torch.dtype) -> tuple[Ten
     return same.div_(divisor[:, None]), count
 
 
-def _is_direct(inv_tau: float | Tensor, normalize: bool, dtype: torch.dtype) -> bool:
-    """Whether ``|s| <= 1/τ`` is known in Python and small enough for unshifted exponentials."""
-    return normalize and not isinstance(inv_tau, Tensor) and direct_is_safe(inv_tau, (1.0,), dtype)
-
-
 def _log2_similarities(a: Tensor, b: Tensor, inv_tau: float | Tensor) -> Tensor:
     """Return ``s·log2(e) = a·bᵀ·log2(e)/τ`` (the scale applied to the ``(N, D)`` rows, not to the matrix)."""
     return torch.mm(a * (inv_tau * LOG2E), b.T)
@@ -217,7 +230,7 @@ class FusedMultiview(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, labels, inv_tau, weights, n_views, normalize):  # type: ignore[override]  # noqa: ANN001, ANN205
+    def forward(ctx, x, labels, inv_tau, weights, n_views, normalize, direct):  # type: ignore[override]  # noqa: ANN001, ANN205
         """Form ``s`` once (in base 2) and its exponentials; the loss is ``Σ a·lse - Σ C∘s``."""
         z, inverse = _prepare(x, normalize)
         n, dtype = z.shape[0], z.dtype
@@ -244,7 +257,6 @@ class FusedMultiview(torch.autograd.Function):
             positive = per_sample.sum() * scale if isinstance(a, float) else torch.dot(per_sample, a) * scale
         else:
             positive = _view_sum(blocks).mul_(q).sum() * scale  # not vdot: BLAS wakes the thread pool at any size
-        direct = _is_direct(inv_tau, normalize, dtype)
         e, lse, inverse_sums = _exponentials(s2.fill_diagonal_(float("-inf")), 1, direct)
         total = lse.sum() * a if isinstance(a, float) else torch.dot(lse.view(n_views, batch).sum(dim=0), a)
         loss = total - positive * LN2
@@ -285,7 +297,7 @@ class FusedMultiview(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = (gz if inverse is None else _unit_backward(gz, z, inverse)).to(x_dtype)
-        return grad_x, None, grad_tau, None, None, None
+        return grad_x, None, grad_tau, None, None, None, None
 
 
 class FusedDual(torch.autograd.Function):
@@ -296,13 +308,12 @@ class FusedDual(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, labels, inv_tau, weights, normalize):  # type: ignore[override]  # noqa: ANN001, ANN205
+    def forward(ctx, x, y, labels, inv_tau, weights, normalize, direct):  # type: ignore[override]  # noqa: ANN001, ANN205
         """Form ``s`` once (in base 2); rows and columns each give a log-sum-exp (one exponential when direct)."""
         batch = x.shape[0]
         z, inverse = _prepare(torch.cat([x, y]), normalize)
         zx, zy = z[:batch], z[batch:]
         s2 = _log2_similarities(zx, zy, inv_tau)
-        direct = _is_direct(inv_tau, normalize, z.dtype)
         e_rows, lse_rows, inv_rows = _exponentials(s2, 1, direct)
         e_cols, lse_cols, inv_cols = _exponentials(s2, 0, direct, e_rows if direct else None)
         a = _anchor_weights(weights, None, 1, z.dtype)
@@ -348,4 +359,4 @@ class FusedDual(torch.autograd.Function):
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             gz = (gz if inverse is None else _unit_backward(gz, z, inverse)).to(x_dtype)
             grad_x, grad_y = gz[:batch], gz[batch:]
-        return grad_x, grad_y, None, grad_tau, None, None
+        return grad_x, grad_y, None, grad_tau, None, None, None

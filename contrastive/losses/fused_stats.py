@@ -71,7 +71,7 @@ def fused_multiview_stats(z: Tensor, labels: Tensor | None, temperature: float, 
     the other views of the sample).
     """
     n = z.shape[0]
-    inv_tau = _inverse_temperature(temperature, z, False)  # a float: the check is Python's
+    inv_tau, _ = _inverse_temperature(temperature, z, False)  # a float: the check is Python's
     neg_lse, pos_lse, pos_sum = FusedMultiviewStats.apply(z, labels, inv_tau, n_views, exponents)
     if labels is None:  # the same counts for every anchor, known in Python
         known = (n_views - 1, n - n_views)
