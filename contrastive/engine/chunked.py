@@ -67,9 +67,8 @@ class ChunkedStats(torch.autograd.Function):
         lse2 = (rows_acc.lse(), cols_acc.lse()) if dual else (rows_acc.lse(),)  # base 2
         ctx.save_for_backward(anchors, candidates, inv_tau, row_labels, col_labels, self_col, *lse2, *kept)
         outputs = tuple(x * LN2 for x in lse2)
-        lse = outputs[0]
         ctx.spec, ctx.mode, ctx.block, ctx.keep, ctx.outputs = spec, mode, block, keep, len(outputs)
-        return outputs if dual else lse
+        return outputs if dual else outputs[0]
 
     @staticmethod
     def backward(ctx, *grads):  # type: ignore[override]

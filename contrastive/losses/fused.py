@@ -30,8 +30,8 @@ import torch
 from contrastive.engine import resolve_backend
 from contrastive.engine.dispatch import check_inverse_temperature
 from contrastive.engine.explog import LN2, LOG2E, log
-from contrastive.engine.tiles import direct_is_safe
 from contrastive.engine.reference import compute_dtype
+from contrastive.engine.tiles import direct_is_safe
 from contrastive.losses.base import EngineOptions, check_some_valid, is_uniform
 
 Tensor = torch.Tensor

@@ -28,11 +28,11 @@ from __future__ import annotations
 import torch
 
 from contrastive.engine import RowStats
+from contrastive.engine.explog import LN2, log
 from contrastive.engine.reference import compute_dtype
 from contrastive.engine.stats import LabelStructure
 from contrastive.engine.tiles import direct_is_safe
 from contrastive.losses.base import EngineOptions, is_uniform
-from contrastive.engine.explog import LN2, log
 from contrastive.losses.fused import (
     _inverse_temperature,
     _log2_similarities,
