@@ -69,7 +69,7 @@ def label_ids(*labels: Tensor) -> tuple[Tensor, ...]:
     Unlike ``torch.unique`` the ids need not be consecutive, so nothing of data-dependent
     size is built and no value is read back from the device.
     """
-    ordered = torch.sort(torch.cat(labels)).values
+    ordered = torch.sort(labels[0] if len(labels) == 1 else torch.cat(labels)).values  # one tensor: no copy
     return tuple(torch.searchsorted(ordered, x) for x in labels)
 
 

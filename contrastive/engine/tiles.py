@@ -205,13 +205,18 @@ def tile_gradient(terms: list[Tensor], rows_grad: TileGradient, rows: slice,
                   cols_grad: TileGradient | None, cols: slice, inplace: bool) -> Tensor:
     """Return ∂L/∂sim on one tile from the row statistics' and (if kept) the column statistics' coefficients.
 
-    ``inplace``: the terms are not needed afterwards and may be overwritten.
+    ``inplace``: the terms are not needed afterwards and may be overwritten. Direct terms
+    seen from both sides take one product, ``e_ij (r_i + c_j)`` (the coefficients' sum is
+    formed from two vectors, so the tile is read once instead of three times).
     """
     grad = None
     for k, term in enumerate(terms):
-        extra = None if cols_grad is None else cols_grad.term(term, k, cols, dim=0)
-        part = rows_grad.term(term, k, rows, dim=1, inplace=inplace)
-        if extra is not None:
-            part = part.add_(extra)
+        if cols_grad is not None and rows_grad.direct:
+            part = torch.add(rows_grad.scale[rows, k, None], cols_grad.scale[None, cols, k]).mul_(term)
+        else:
+            extra = None if cols_grad is None else cols_grad.term(term, k, cols, dim=0)
+            part = rows_grad.term(term, k, rows, dim=1, inplace=inplace)
+            if extra is not None:
+                part = part.add_(extra)
         grad = part if grad is None else grad.add_(part)
     return grad

@@ -210,9 +210,10 @@ class FusedMultiview(torch.autograd.Function):
     with a positive.
 
     The positives never take an ``N x N`` mask: with ``k_b = a_b / |P(b)|`` and
-    ``S_b = Σ_{c : y_c = y_b} Σ_w z_(w,c)`` (the rows of sample b's label, every view),
-    ``Σ_ij C_ij s_ij = Σ_(v,b) k_b <z_(v,b), S_b - z_(v,b)> / τ`` and
-    ``(C + Cᵀ) z = k_b S_b + Σ_{c : y_c = y_b} k_c Σ_w z_(w,c) - 2 k_b z_(v,b)``: ``O(N·D)``.
+    ``S_b = Σ_{c : y_c = y_b} Σ_w z_(w,c)`` (the rows of sample b's label, every view), row
+    ``(v, b)`` of ``C z`` is ``k_b (S_b - z_(v,b))``, so ``Σ_ij C_ij s_ij = <z, C z> / τ``, and
+    ``C`` is symmetric (``k`` is one value per label) but with labels and weights, where
+    ``Cᵀ z = Σ_{c : y_c = y_b} k_c Σ_w z_(w,c) - k_b z_(v,b)``: ``O(N·D)``, and ``C z`` is kept for backward.
     """
 
     @staticmethod
@@ -226,31 +227,33 @@ class FusedMultiview(torch.autograd.Function):
         if labels is None:  # the positives of row (v, b) are (w, b), w != v
             sums = views.sum(dim=0)  # S_b = Σ_w z_(w,b)
             count = 1.0
-        else:  # Σ_w z_(w,b) and a 1 side by side: one accumulation sums each label's rows and counts it
+        else:  # Σ_w z_(w,b) and V side by side: one accumulation sums each label's rows and counts its anchors
             (group,) = label_ids(labels)  # equal labels, equal ids in [0, B)
-            totals = group_sums(torch.nn.functional.pad(views.sum(dim=0), (0, 1), value=1.0), group)
-            sums, count = totals[:, :-1], totals[:, -1]
+            totals = group_sums(torch.nn.functional.pad(views.sum(dim=0), (0, 1), value=float(n_views)), group)
+            sums, count = totals[:, :-1], totals[:, -1]  # count: V·|label|, the anchors of b's label
             if n_views == 1:  # a label seen once gives an anchor without positives (2 keeps its k finite)
-                valid = count > 1
+                valid = count > 1.0
                 count = count.clamp(min=2.0)
         a = _anchor_weights(weights, valid, n_views, dtype)
         if isinstance(a, float):
             a = a / batch
-        # k_b = a_b / |P(b)|, |P(b)| = V·count_b - 1: a float for pair ids without weights, else (B,)
+        # k_b = a_b / |P(b)|, |P(b)| = V·|label| - 1: a float for pair ids without weights, else (B,)
         if isinstance(count, float):
             k = a / (n_views - 1)
         elif isinstance(a, float):
-            k = count.mul(n_views / a).sub_(1.0 / a).reciprocal_()
+            k = torch.sub(count, 1.0).reciprocal_().mul_(a)
         else:
-            k = a / count.mul(n_views).sub_(1.0)
-        # Σ_(v,b) k_b <z_(v,b), S_b - z_(v,b)>: each anchor's similarity to its positives' rows
-        per_row = torch.sub(sums, views).mul_(views).sum(dim=2)  # (V, B)
-        positive = per_row.sum() * k if isinstance(k, float) else torch.dot(per_row.sum(dim=0), k)
+            k = a / count.sub(1.0)
+        # <z, C z>: row (v, b) of C z is k_b (S_b - z_(v,b)), k_b applied in backward when a float
+        cz = torch.sub(sums, views)  # (V, B, D): each anchor's sum of its positives' rows
+        if isinstance(k, Tensor):
+            cz.mul_(k[:, None])
+        positive = torch.vdot(z.view(-1), cz.view(-1))
         s2 = _log2_similarities(z, z, inv_tau).fill_diagonal_(float("-inf"))  # s·log2(e), own column out
         e, lse, inverse_sums = _exponentials(s2, 1, direct)
         total = lse.sum() * a if isinstance(a, float) else torch.dot(lse.view(n_views, batch).sum(dim=0), a)
-        loss = total - positive * inv_tau
-        ctx.save_for_backward(z, inverse, e, inverse_sums, sums, group,
+        loss = total - positive * (inv_tau * k if isinstance(k, float) else inv_tau)
+        ctx.save_for_backward(z, inverse, e, inverse_sums, cz, group,
                               a if isinstance(a, Tensor) else None, k if isinstance(k, Tensor) else None,
                               inv_tau if isinstance(inv_tau, Tensor) else None)
         ctx.scalars = (inv_tau if not isinstance(inv_tau, Tensor) else None, n_views, x.dtype,
@@ -265,28 +268,23 @@ class FusedMultiview(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad, *_):  # type: ignore[override]  # noqa: ANN001, ANN205
         """``G = a·softmax(s) - C``; ``dz = (G + Gᵀ) z / τ``; ``dτ⁻¹ = ½ <z, (G + Gᵀ) z>``."""
-        z, inverse, e, inverse_sums, sums, group, a, k_t, inv_tau_t = ctx.saved_tensors
+        z, inverse, e, inverse_sums, cz, group, a, k_t, inv_tau_t = ctx.saved_tensors
         inv_tau_f, n_views, x_dtype, a_float, k_float, weighted, direct = ctx.scalars
         n = z.shape[0]
         batch = n // n_views
-        k = k_float if k_t is None else k_t
         # a·softmax + its transpose: e∘(w_i + w_j) with w = a / Σe when e is unshifted (symmetric to rounding):
         # two products replace a product and the transposed copy
         w = inverse_sums.mul(a_float) if a is None else (inverse_sums.view(n_views, batch) * a).view(n)
         g = torch.mul(e, w[:, None])
         g = g.addcmul_(e, w[None, :]) if direct else _symmetrised(g)
-        # -(C + Cᵀ) z: + 2 k_b z_(v,b) on the diagonal (softmax's is 0), - k_b S_b - Σ_{y_c = y_b} k_c own_c below
-        diagonal = g.diagonal().view(n_views, batch)
-        if k_t is None:
-            diagonal.add_(2.0 * k)
-        else:
-            diagonal.add_(k_t, alpha=2.0)
         gz = torch.mm(g, z)
-        if weighted:  # labels and weights: k varies inside a label, Σ_{y_c = y_b} k_c own_c is its own accumulation
-            own = z.view(n_views, batch, -1).sum(dim=0).mul_(k_t[:, None])
-            gz.view(n_views, batch, -1).sub_(group_sums(own, group).addcmul_(sums, k_t[:, None]))
-        else:  # k is one value per label (a function of its count, or a sample's own): the sum is k_b S_b
-            gz.view(n_views, batch, -1).sub_(sums * (k if k_t is None else k_t[:, None]), alpha=2.0)
+        rows = gz.view(n_views, batch, -1)
+        if weighted:  # labels and weights: k varies inside a label, so Cᵀ z is its own accumulation
+            views = z.view(n_views, batch, -1)
+            own = views.sum(dim=0).mul_(k_t[:, None])
+            rows.sub_(cz).sub_(group_sums(own, group)).addcmul_(views, k_t[:, None])
+        else:  # C is symmetric: - (C + Cᵀ) z = - 2 C z
+            rows.sub_(cz, alpha=2.0 if k_float is None else 2.0 * k_float)
         grad_tau = None
         if ctx.needs_input_grad[2]:
             grad_tau = (torch.vdot(z.view(-1), gz.view(-1)) * (0.5 * grad)).to(inv_tau_t.dtype)
