@@ -15,7 +15,8 @@ order keeps each implementation behind the same predecessor, and the one timed r
 a peer's large allocations was measured 13-16 % slower in millisecond cells) after one
 warm-up call each; the table
 gives the median time and the median of the per-round ratios ours / other, which cancels most
-of the drift of a shared machine. ``OMP_WAIT_POLICY=PASSIVE`` and a fixed thread count are set
+of the drift of a shared machine; a cell whose warm-up round is slow runs fewer rounds
+(:data:`CELL_BUDGET`). ``OMP_WAIT_POLICY=PASSIVE`` and a fixed thread count are set
 before torch is imported (the default spin-wait inflated small cells 5-60x under load).
 
 **Bound**: the time this machine needs for the loss's matmul FLOPs and exponentials, measured
@@ -59,6 +60,9 @@ CLASSES = 10
 TAGS, TAG_RATE = 20, 0.1
 #: Largest 2N each peer runs at (memory: PML's NT-Xent is O(N^3); time: PML SupCon is slow).
 MAX_SIZE = {"pml": 1024, "pml-supcon": 4096}
+#: Seconds of timed rounds a cell may take: a cell whose warm-up round is slower runs fewer rounds
+#: (at least :data:`MIN_ROUNDS`); only the peers' slow cells meet it (PML's NT-Xent: ~45 s a call at 2N = 1,024).
+CELL_BUDGET, MIN_ROUNDS = 120.0, 3
 
 
 def implementations(family: str) -> dict:
@@ -210,7 +214,7 @@ def _step(call, loss, z1, z2, y) -> float:
 def time_cell(family: str, size: int, rounds: int, only: list[str] | None) -> list[dict]:
     """Alternating rounds of every available implementation at one size; one row per implementation."""
     z1, z2, y = inputs(family, size)
-    ready, rows = {}, []
+    ready, rows, warm_up = {}, [], 0.0
     for name, (make, call) in implementations(family).items():
         if only and name not in only:
             continue
@@ -218,12 +222,13 @@ def time_cell(family: str, size: int, rounds: int, only: list[str] | None) -> li
             continue
         try:
             loss = make()
-            _step(call, loss, z1, z2, y)  # warm-up (and the registry's first load)
+            warm_up += _step(call, loss, z1, z2, y)  # warm-up (and the registry's first load)
             ready[name] = (loss, call)
         except ImportError as error:
             rows.append({"family": family, "implementation": name, "size": size, "error": f"not installed ({error.name})"})
         except (TypeError, ValueError) as error:  # e.g. an option an older commit does not have
             rows.append({"family": family, "implementation": name, "size": size, "error": f"failed: {error}"[:60]})
+    rounds = max(min(rounds, MIN_ROUNDS), min(rounds, int(CELL_BUDGET / max(warm_up, 1e-9))))
     times = {name: [] for name in ready}
     names = list(ready)
     order = random.Random(size)
@@ -350,7 +355,8 @@ def markdown(report: dict) -> str:
         f"- load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}",
         f"- measured rates: {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s fp32 matmul, "
         f"{rates['exp_per_s'] / 1e9:.2f} G exp/s",
-        "- time: median of rounds in a shuffled order; ratio: median of per-round ratios ours / other; "
+        f"- time: median of rounds in a shuffled order (a cell's rounds take at most ~{CELL_BUDGET:.0f} s, at least "
+        f"{MIN_ROUNDS} rounds; the json gives each cell's count); ratio: median of per-round ratios ours / other; "
         "bound: matmul FLOPs + exps at the measured rates",
         "",
     ]
