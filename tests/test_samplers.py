@@ -225,3 +225,50 @@ def test_samplers_resolve_by_name_class_or_instance() -> None:
         resolve_sampler("no-such-sampler")
     with pytest.raises(ValueError, match="sampler"):
         resolve_sampler(object())
+
+
+def _debiased_log_by_autograd(log_sum: torch.Tensor, log_correction: torch.Tensor, floor, shift: float):
+    """The formula ``DebiasedLog`` writes out, in autograd (a finite dummy keeps the unused branch's gradient 0)."""
+    gap = log_correction < log_sum
+    ratio = torch.where(gap, log_correction - log_sum, torch.full_like(log_sum, -1.0))
+    kept = log_sum + torch.log1p(-torch.exp(ratio)) + shift
+    value = torch.where(gap, kept, torch.full_like(log_sum, -math.inf))
+    return torch.maximum(value, floor) if isinstance(floor, torch.Tensor) else torch.clamp(value, min=floor)
+
+
+@pytest.mark.parametrize("tensor_floor", [False, True])
+@given(seed=seeds(), n=st.integers(1, 12))
+def test_debiased_log_equals_its_autograd_formula_on_values_and_gradients(
+    tensor_floor: bool, seed: int, n: int
+) -> None:
+    """Values and gradients (log sum, correction, a learnable floor) against autograd, with edge rows:
+    C >= L (the floor), C = -inf (no correction), L = -inf (no negatives), a candidate just above the floor."""
+    from contrastive.samplers.debiased import DebiasedLog
+
+    g = torch.Generator().manual_seed(seed)
+    log_sum = torch.randn(n + 4, generator=g, dtype=torch.float64) * 3
+    log_correction = log_sum + torch.randn(n + 4, generator=g, dtype=torch.float64) * 2 - 1
+    log_correction[0] = log_sum[0] + 0.5  # C > L
+    log_correction[1] = -math.inf
+    log_sum[2], log_correction[2] = -math.inf, -math.inf  # no negatives and no positives: the floor
+    floor_value = -2.0
+    log_sum[3] = -1.0  # log(e^L - e^C) + 0.1 = floor + 0.05: kept, just above the floor
+    log_correction[3] = math.log(math.exp(-1.0) - math.exp(floor_value + 0.05 - 0.1))
+    weights = torch.randn(n + 4, generator=g, dtype=torch.float64)
+    outs = []
+    for fn in (DebiasedLog.apply, _debiased_log_by_autograd):
+        a = log_sum.clone().requires_grad_()
+        c = log_correction.clone().requires_grad_()
+        floor = torch.tensor(floor_value, dtype=torch.float64, requires_grad=True) if tensor_floor else floor_value
+        y = fn(a, c, floor, 0.1)
+        (y.nan_to_num(neginf=0.0) * weights).sum().backward()
+        outs.append((y.detach(), a.grad, c.grad, floor.grad if tensor_floor else None))
+    (y, ga, gc, gf), (ry, rga, rgc, rgf) = outs
+    torch.testing.assert_close(y, ry)
+    torch.testing.assert_close(ga, rga)
+    torch.testing.assert_close(gc, rgc)
+    assert torch.isfinite(ga).all() and torch.isfinite(gc).all()
+    assert y[0] == floor_value and y[2] == floor_value  # C >= L, and no negatives: the floor
+    assert abs(y[3].item() - (floor_value + 0.05)) < 1e-12 and ga[3] != 0
+    if tensor_floor:
+        torch.testing.assert_close(gf, rgf)
