@@ -17,7 +17,8 @@ warm-up call each; the table
 gives the median time and the median of the per-round ratios ours / other, which cancels most
 of the drift of a shared machine; an implementation whose warm-up call is slow takes part
 in the first rounds only (:data:`CELL_BUDGET`), its ratio pairs those rounds.
-``OMP_WAIT_POLICY=PASSIVE`` and a fixed thread count are set before torch is imported (the default spin-wait inflated small cells 5-60x under load).
+``OMP_WAIT_POLICY=PASSIVE`` and a fixed thread count are set before torch is imported (the
+default spin-wait inflated small cells 5-60x under load).
 
 **Bound**: the time this machine needs for the loss's matmul FLOPs and exponentials, measured
 in the same process (``4·(2N)²·D`` FLOPs and ``(2N)²`` exps for nt_xent/supcon/hard as in the

@@ -31,9 +31,8 @@ from contrastive.engine import resolve_backend
 from contrastive.engine.dispatch import check_inverse_temperature
 from contrastive.engine.explog import LN2, LOG2E, log
 from contrastive.engine.reference import compute_dtype
-from contrastive.engine.stats import label_ids
 from contrastive.engine.tiles import direct_is_safe
-from contrastive.losses.base import EngineOptions, check_some_valid, is_uniform
+from contrastive.losses.base import EngineOptions, check_some_valid, dense_labels, is_uniform
 
 Tensor = torch.Tensor
 #: Problems whose similarity matrix has at most this many entries take a fused Function (on the
@@ -228,7 +227,7 @@ class FusedMultiview(torch.autograd.Function):
             sums = views.sum(dim=0)  # S_b = Σ_w z_(w,b)
             count = 1.0
         else:  # Σ_w z_(w,b) and V side by side: one accumulation sums each label's rows and counts its anchors
-            (group,) = label_ids(labels)  # equal labels, equal ids in [0, B)
+            group = dense_labels(labels)  # equal labels, equal ids in [0, B)
             totals = group_sums(torch.nn.functional.pad(views.sum(dim=0), (0, 1), value=float(n_views)), group)
             sums, count = totals[:, :-1], totals[:, -1]  # count: V·|label|, the anchors of b's label
             if n_views == 1:  # a label seen once gives an anchor without positives (2 keeps its k finite)
@@ -248,7 +247,7 @@ class FusedMultiview(torch.autograd.Function):
         cz = torch.sub(sums, views)  # (V, B, D): each anchor's sum of its positives' rows
         if isinstance(k, Tensor):
             cz.mul_(k[:, None])
-        positive = torch.vdot(z.view(-1), cz.view(-1))
+        positive = torch.mul(cz, views).sum()  # not vdot: a BLAS call wakes its thread pool at any size
         s2 = _log2_similarities(z, z, inv_tau).fill_diagonal_(float("-inf"))  # s·log2(e), own column out
         e, lse, inverse_sums = _exponentials(s2, 1, direct)
         total = lse.sum() * a if isinstance(a, float) else torch.dot(lse.view(n_views, batch).sum(dim=0), a)
