@@ -223,3 +223,72 @@ def test_large_problems_and_other_options_leave_the_fused_path() -> None:
     assert not fused.fused_applies(EngineOptions(sampler="debiased"), 8, 8, None, x)
     assert not fused.fused_applies(EngineOptions(), 8, 8, torch.ones(4, requires_grad=True), x)
     assert not fused.fused_applies(EngineOptions(), 1, 1, None, x)
+
+
+@pytest.mark.parametrize("name", ["nt_xent", "hard", "clip"])
+def test_small_problems_run_on_one_thread_and_restore_the_count(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forward and backward of a small fused problem see one thread; the count is back afterwards."""
+    seen = []
+    original = fused.on_one_thread
+
+    def spy(elements, like, fn, *args):  # noqa: ANN001, ANN002, ANN202
+        def body(*inner):  # noqa: ANN002, ANN202
+            seen.append((elements, torch.get_num_threads()))
+            return fn(*inner)
+        return original(elements, like, body, *args)
+
+    monkeypatch.setattr(fused, "on_one_thread", spy)
+    if name == "hard":
+        from contrastive.losses import fused_stats
+
+        monkeypatch.setattr(fused_stats, "on_one_thread", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x, y = _views(0, 2, 16, 8, torch.float32)
+        options = {"sampler": cl.get_sampler("hard", beta=1.0)} if name == "hard" else {}
+        loss = cl.get_loss("clip" if name == "clip" else "nt_xent", **options)
+        loss(x, y).backward()
+        assert [threads for _, threads in seen] == [1, 1], seen  # forward and backward
+        assert torch.get_num_threads() == 2
+        seen.clear()
+        big = 1 + math.isqrt(fused.SERIAL_ELEMENTS)  # rows (clip: pairs) above the limit
+        x, y = _views(1, 2, big if name == "clip" else big // 2 + 1, 8, torch.float32)
+        loss(x, y).backward()
+        assert seen and all(elements > fused.SERIAL_ELEMENTS and threads == 2 for elements, threads in seen), seen
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_one_thread_restores_the_count_after_an_error() -> None:
+    """An exception inside the serial region leaves the thread count as it was; large problems keep it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        def boom() -> None:
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside")
+
+        with pytest.raises(RuntimeError, match="inside"):
+            fused.on_one_thread(4, torch.zeros(1), boom)
+        assert torch.get_num_threads() == 2
+        assert fused.on_one_thread(fused.SERIAL_ELEMENTS + 1, torch.zeros(1), torch.get_num_threads) == 2
+        assert fused.on_one_thread(4, torch.zeros(1, device="meta"), torch.get_num_threads) == 2  # not a CPU tensor
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_one_thread_and_the_pool_give_the_same_loss_and_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serial region changes the schedule, not the numbers: float64 values and gradients agree."""
+    tensors = _views(3, 2, 48, 16)
+    labels = torch.arange(48) % 5
+
+    def call(loss, leaves):  # noqa: ANN001, ANN202
+        return loss(*leaves, labels=labels)
+
+    serial = _run("supcon", "auto", tensors, call, temperature=0.2)
+    monkeypatch.setattr(fused, "SERIAL_ELEMENTS", -1)
+    pooled = _run("supcon", "auto", tensors, call, temperature=0.2)
+    torch.testing.assert_close(serial[0], pooled[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(serial[1], pooled[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

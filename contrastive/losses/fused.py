@@ -22,8 +22,10 @@ a value back from the device; fp16/bf16 inputs are computed in float32.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
@@ -35,6 +37,7 @@ from contrastive.engine.tiles import direct_is_safe
 from contrastive.losses.base import EngineOptions, check_some_valid, dense_labels, is_uniform
 
 Tensor = torch.Tensor
+T = TypeVar("T")
 #: Problems whose similarity matrix has at most this many entries take a fused Function (on the
 #: chunked backend with automatic tiles), per Function: the largest size at which it beat the
 #: chunked engine on the 2-core benchmark CPU (D = 128, fp32, alternating rounds), within a
@@ -43,6 +46,39 @@ Tensor = torch.Tensor
 #: they form only the upper triangle). ``dual`` (CLIP): 2N = 4,096 (B = 2,048) 46 against 56 ms.
 #: ``stats`` (:mod:`contrastive.losses.fused_stats`, the hard sampler): 2N = 2,048 63 against 83 ms.
 FUSED_ELEMENTS = {"multiview": 2**21, "dual": 2**22, "stats": 2**22}
+#: Fused problems with at most this many similarities run forward and backward on one intra-op thread
+#: (CPU tensors, eager, an OpenMP build): there, waking the thread pool costs more than the second
+#: thread gives back. On the 2-core benchmark CPU (``OMP_WAIT_POLICY=PASSIVE``) a 64 x 128 by 128 x 64
+#: product took 35 us on two threads and 14 us on one, ``exp`` of 64 x 64 floats 25 and 3 us, a product
+#: of two 256 x 256 tensors 28 and 11 us; a whole fwd+bwd on one thread against two (alternating rounds):
+#: NT-Xent 0.82-0.95x from 2N = 64 to 512, hard 0.89-0.98x to 362 and 1.13x at 512, SupCon 0.88-0.96x
+#: to 362 and 1.02x at 512, CLIP 0.76-0.87x to B = 256, 1.00x at 362 and 1.19x at 512.
+SERIAL_ELEMENTS = 2**17
+
+
+@functools.cache
+def _openmp_backend() -> bool:
+    """Whether ATen's intra-op threads are OpenMP's (the native pool warns when resized after first use)."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def on_one_thread(elements: int, like: Tensor, fn: Callable[..., T], *args: Any) -> T:
+    """Return ``fn(*args)``, run on one intra-op thread when the problem is small (:data:`SERIAL_ELEMENTS`).
+
+    Only for CPU tensors, outside ``torch.compile`` and on OpenMP builds (where the thread
+    count can change at any time); the count is restored afterwards, also on an error.
+    """
+    if (elements > SERIAL_ELEMENTS or like.device.type != "cpu" or torch.compiler.is_compiling()
+            or not _openmp_backend()):
+        return fn(*args)
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return fn(*args)
+    torch.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def fused_size_fits(options: EngineOptions, rows: int, cols: int, like: Tensor, kind: str) -> bool:
@@ -218,6 +254,12 @@ class FusedMultiview(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, labels, inv_tau, weights, n_views, normalize, direct):  # type: ignore[override]  # noqa: ANN001, ANN205
         """Form ``s`` once (in base 2) and its exponentials; the loss is ``Σ a·lse - Σ C∘s``."""
+        return on_one_thread(x.shape[0] ** 2, x, FusedMultiview._forward, ctx, x, labels, inv_tau, weights, n_views,
+                             normalize, direct)
+
+    @staticmethod
+    def _forward(ctx, x, labels, inv_tau, weights, n_views, normalize, direct):  # noqa: ANN001, ANN205
+        """The body of :meth:`forward`."""
         z, inverse = _prepare(x, normalize)
         n, dtype = z.shape[0], z.dtype
         batch = n // n_views
@@ -258,6 +300,7 @@ class FusedMultiview(torch.autograd.Function):
         ctx.scalars = (inv_tau if not isinstance(inv_tau, Tensor) else None, n_views, x.dtype,
                        a if isinstance(a, float) else None, k if isinstance(k, float) else None,
                        weights is not None and group is not None, direct)
+        ctx.elements = n * n
         if valid is None:
             return loss
         n_valid = valid.sum()
@@ -267,6 +310,11 @@ class FusedMultiview(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad, *_):  # type: ignore[override]  # noqa: ANN001, ANN205
         """``G = a·softmax(s) - C``; ``dz = (G + Gᵀ) z / τ``; ``dτ⁻¹ = ½ <z, (G + Gᵀ) z>``."""
+        return on_one_thread(ctx.elements, grad, FusedMultiview._backward, ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):  # noqa: ANN001, ANN205
+        """The body of :meth:`backward`."""
         z, inverse, e, inverse_sums, cz, group, a, k_t, inv_tau_t = ctx.saved_tensors
         inv_tau_f, n_views, x_dtype, a_float, k_float, weighted, direct = ctx.scalars
         n = z.shape[0]
@@ -304,6 +352,12 @@ class FusedDual(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, labels, inv_tau, weights, normalize, direct):  # type: ignore[override]  # noqa: ANN001, ANN205
         """Form ``s`` once (in base 2); rows and columns each give a log-sum-exp (one exponential when direct)."""
+        return on_one_thread(x.shape[0] * y.shape[0], x, FusedDual._forward, ctx, x, y, labels, inv_tau, weights,
+                             normalize, direct)
+
+    @staticmethod
+    def _forward(ctx, x, y, labels, inv_tau, weights, normalize, direct):  # noqa: ANN001, ANN205
+        """The body of :meth:`forward`."""
         batch = x.shape[0]
         z, inverse = _prepare(torch.cat([x, y]), normalize)
         zx, zy = z[:batch], z[batch:]
@@ -328,11 +382,17 @@ class FusedDual(torch.autograd.Function):
                               a if isinstance(a, Tensor) else None, inv_tau if isinstance(inv_tau, Tensor) else None)
         ctx.scalars = (a if isinstance(a, float) else None, inv_tau if not isinstance(inv_tau, Tensor) else None,
                        x.dtype)
+        ctx.elements = batch * batch
         return loss
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]  # noqa: ANN001, ANN205
         """``G = ½ (a_i softmax_row + a_j softmax_col) - C``; ``dx = G y / τ``, ``dy = Gᵀ x / τ``."""
+        return on_one_thread(ctx.elements, grad, FusedDual._backward, ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):  # noqa: ANN001, ANN205
+        """The body of :meth:`backward`."""
         z, inverse, e_rows, e_cols, inv_rows, inv_cols, coef, a, inv_tau_t = ctx.saved_tensors
         a_float, inv_tau_f, x_dtype = ctx.scalars
         batch = e_rows.shape[0]

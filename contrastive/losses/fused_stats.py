@@ -40,6 +40,7 @@ from contrastive.losses.fused import (
     _symmetrised,
     _unit_backward,
     fused_size_fits,
+    on_one_thread,
     same_labels,
 )
 
@@ -109,6 +110,12 @@ class FusedMultiviewStats(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, labels, inv_tau, n_views, exponents):  # type: ignore[override]  # noqa: ANN001, ANN205
         """Form ``s`` and ``e^s`` once; split them into negatives and positives with float masks."""
+        return on_one_thread(x.shape[0] ** 2, x, FusedMultiviewStats._forward, ctx, x, labels, inv_tau, n_views,
+                             exponents)
+
+    @staticmethod
+    def _forward(ctx, x, labels, inv_tau, n_views, exponents):  # noqa: ANN001, ANN205
+        """The body of :meth:`forward`."""
         z, inverse = _prepare(x, True)
         n = z.shape[0]
         batch = n // n_views
@@ -149,11 +156,18 @@ class FusedMultiviewStats(torch.autograd.Function):
             scales = torch.where(totals > 0, scales, torch.zeros_like(totals))
         ctx.save_for_backward(z, inverse, positive, same, scales, *terms)
         ctx.scalars = (inv_tau, n_views, exponents, x.dtype)
+        ctx.elements = n * n
         return logs[:, :-1], logs[:, -1], pos_sum
 
     @staticmethod
     def backward(ctx, g_neg, g_pos_lse, g_pos_sum):  # type: ignore[override]  # noqa: ANN001, ANN205
         """``G = Σ_e (g_e γ_e / S_e) e^{γ_e s} + (h / S^P) e^s + k`` on the sets; ``dz = (G + Gᵀ) z / τ``."""
+        like = next(g for g in (g_neg, g_pos_lse, g_pos_sum) if g is not None)
+        return on_one_thread(ctx.elements, like, FusedMultiviewStats._backward, ctx, g_neg, g_pos_lse, g_pos_sum)
+
+    @staticmethod
+    def _backward(ctx, g_neg, g_pos_lse, g_pos_sum):  # noqa: ANN001, ANN205
+        """The body of :meth:`backward`."""
         z, inverse, positive, same, all_scales, *terms = ctx.saved_tensors
         scales, pos_scale = all_scales[:, :-1], all_scales[:, -1]
         inv_tau, n_views, exponents, x_dtype = ctx.scalars
