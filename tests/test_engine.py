@@ -248,3 +248,15 @@ def test_tile_plan_keeps_small_problems_and_widens_tiles_for_large_ones() -> Non
     assert plan_tiles(None, rows, rows, 1, symmetric=True) == (DEFAULT_BLOCK, False)
     assert plan_tiles(None, symmetric, symmetric, 1, symmetric=True) == (LARGE_BLOCK, False)
     assert plan_tiles(96, symmetric, symmetric, 1, symmetric=True) == (96, False)  # an explicit edge wins
+
+
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=40))
+def test_label_groups_give_equal_ids_to_equal_labels_and_each_groups_size(values: list[int]) -> None:
+    """``label_groups``: the ids of ``label_ids`` and, per entry, how many entries share its label."""
+    from contrastive.engine.stats import label_groups, label_ids
+
+    labels = torch.tensor(values)
+    ids, sizes = label_groups(labels)
+    assert torch.equal(ids, label_ids(labels)[0])
+    assert torch.equal(ids[:, None] == ids[None, :], labels[:, None] == labels[None, :])
+    assert sizes.tolist() == [values.count(v) for v in values]

@@ -73,6 +73,17 @@ def label_ids(*labels: Tensor) -> tuple[Tensor, ...]:
     return tuple(torch.searchsorted(ordered, x) for x in labels)
 
 
+def label_groups(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Return :func:`label_ids` of one label tensor and each entry's group size (entries with its label).
+
+    One sort and two binary searches (the size is the distance between the label's first
+    and past-last places in the sorted labels); nothing is read back from the device.
+    """
+    ordered = torch.sort(labels).values
+    ids = torch.searchsorted(ordered, labels)
+    return ids, torch.searchsorted(ordered, labels, right=True).sub_(ids)
+
+
 def label_counts(
     anchor_labels: Tensor, candidate_labels: Tensor, anchor_index: Tensor
 ) -> tuple[Tensor, Tensor]:

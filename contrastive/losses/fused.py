@@ -33,8 +33,9 @@ from contrastive.engine import resolve_backend
 from contrastive.engine.dispatch import check_inverse_temperature
 from contrastive.engine.explog import LN2, LOG2E, log
 from contrastive.engine.reference import compute_dtype
+from contrastive.engine.stats import label_groups
 from contrastive.engine.tiles import direct_is_safe
-from contrastive.losses.base import EngineOptions, check_some_valid, dense_labels, is_uniform
+from contrastive.losses.base import EngineOptions, check_some_valid, is_uniform
 
 Tensor = torch.Tensor
 T = TypeVar("T")
@@ -268,25 +269,27 @@ class FusedMultiview(torch.autograd.Function):
         if labels is None:  # the positives of row (v, b) are (w, b), w != v
             sums = views.sum(dim=0)  # S_b = Σ_w z_(w,b)
             count = 1.0
-        else:  # Σ_w z_(w,b) and V side by side: one accumulation sums each label's rows and counts its anchors
-            group = dense_labels(labels)  # equal labels, equal ids in [0, B)
-            totals = group_sums(torch.nn.functional.pad(views.sum(dim=0), (0, 1), value=float(n_views)), group)
-            sums, count = totals[:, :-1], totals[:, -1]  # count: V·|label|, the anchors of b's label
+        else:  # S_b by one accumulation over each label's rows; the label's size from the sorted labels
+            group, size = label_groups(labels)  # equal labels, equal ids in [0, B)
+            sums = group_sums(views.sum(dim=0), group)
+            count = size.mul_(n_views)  # (B,) int64: V·|label|, the anchors of b's label
             if n_views == 1:  # a label seen once gives an anchor without positives (2 keeps its k finite)
-                valid = count > 1.0
-                count = count.clamp(min=2.0)
+                valid = count > 1
+                count = count.clamp(min=2)
         a = _anchor_weights(weights, valid, n_views, dtype)
         if isinstance(a, float):
             a = a / batch
-        # k_b = a_b / |P(b)|, |P(b)| = V·|label| - 1: a float for pair ids without weights, else (B,)
+        # <z, C z>: row (v, b) of C z is k_b (S_b - z_(v,b)) with k_b = a_b / |P(b)|, |P(b)| = V·|label| - 1.
+        # k is a float (kept out of cz, applied to the loss and in backward) for pair ids without weights and,
+        # with labels and no weights, a (cz divided by |P(b)|: one division for the reciprocal and product)
+        cz = torch.sub(sums, views)  # (V, B, D): each anchor's sum of its positives' rows
         if isinstance(count, float):
             k = a / (n_views - 1)
         elif isinstance(a, float):
-            k = torch.sub(count, 1.0).reciprocal_().mul_(a)
+            k = a
+            cz.div_(count.sub(1)[:, None])
         else:
-            k = a / count.sub(1.0)
-        # <z, C z>: row (v, b) of C z is k_b (S_b - z_(v,b)), k_b applied in backward when a float
-        cz = torch.sub(sums, views)  # (V, B, D): each anchor's sum of its positives' rows
+            k = a / count.sub(1).to(dtype)
         if isinstance(k, Tensor):
             cz.mul_(k[:, None])
         positive = torch.mul(cz, views).sum()  # not vdot: a BLAS call wakes its thread pool at any size
