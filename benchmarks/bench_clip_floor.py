@@ -37,8 +37,11 @@ import bench_losses  # noqa: E402
 SIZES = [8192, 16384]  # 2N = 2B
 
 
-def recompute_floor(x, y, block: int) -> None:
-    """The products and exponentials of an O(N)-memory forward+backward over ``block`` tiles."""
+def recompute_floor(x, y, block: int):
+    """The products and exponentials of an O(N)-memory forward+backward over ``block`` tiles.
+
+    Returns ``(E·Y, Eᵀ·X)`` with ``E = 2^(X·Yᵀ)``: the work of the gradients with unit coefficients.
+    """
     import torch
 
     gx, gy = torch.zeros_like(x), torch.zeros_like(y)
@@ -50,15 +53,15 @@ def recompute_floor(x, y, block: int) -> None:
             g = torch.mm(x[i:i + block], y[j:j + block].T).exp2_()  # backward: the tile again
             gx[i:i + block].addmm_(g, y[j:j + block])
             gy[j:j + block].addmm_(g.T, x[i:i + block])
+    return gx, gy
 
 
-def materialised_floor(x, y) -> None:
-    """The three products and one ``exp2`` of a forward+backward that keeps the whole matrix."""
+def materialised_floor(x, y):
+    """The three products and one ``exp2`` of a forward+backward that keeps the whole matrix (same returns)."""
     import torch
 
     g = torch.mm(x, y.T).exp2_()
-    torch.mm(g, y)
-    torch.mm(g.T, x)
+    return torch.mm(g, y), torch.mm(g.T, x)
 
 
 def measure(size: int, rounds: int, rates: dict) -> dict:
