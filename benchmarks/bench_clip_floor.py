@@ -106,14 +106,11 @@ def _timed(fn, *args) -> float:
 
 def markdown(report: dict) -> str:
     """The table with the machine above it."""
-    info, rates, load = report["machine"], report["rates"], report["load_average"]
+    rates = report["rates"]
     lines = [
         "# CLIP forward+backward against its bound, D=128, fp32, CPU",
         "",
-        f"- CPU: {info['cpu']} ({info['cores']} cores), torch {info['torch']}, {info['threads']} threads, "
-        f"OMP_WAIT_POLICY={info['omp_wait_policy']}, Python {info['python']}",
-        f"- commit: `{info['commit']}`" + (" (with uncommitted changes to contrastive/)" if info["dirty"] else ""),
-        f"- load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}",
+        *bench_losses.machine_lines(report, peers=False),
         f"- probe rates (as `bench_losses.py`): {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s fp32 matmul, "
         f"{rates['exp_per_s'] / 1e9:.2f} G exp/s; bound = 6·B²·D FLOPs + B² exps at those rates",
         "- time: median of alternating rounds; ours / recompute floor: median of per-round ratios",
@@ -154,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(measure(size, args.rounds, rates))
         print(json.dumps(rows[-1]), flush=True)
     report = {"machine": info, "rates": rates, "load_average": [start_load, os.getloadavg()[0]], "rows": rows}
-    Path(args.output + ".json").write_text(json.dumps(report, indent=2) + "\n")
-    Path(args.output + ".md").write_text(markdown(report))
-    print(f"wrote {args.output}.json and .md")
+    bench_losses.write_report(args.output, report, markdown)
     return 0
 
 

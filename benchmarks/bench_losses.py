@@ -345,18 +345,32 @@ def machine(threads: int | None = None) -> dict:
             "dirty": bool(run(["git", "status", "--porcelain", "--", "contrastive"]))}
 
 
+def machine_lines(report: dict, peers: bool = True) -> list[str]:
+    """The CPU, software, (peers,) commit and load average lines above a table."""
+    info, load = report["machine"], report["load_average"]
+    return [
+        f"- CPU: {info['cpu']} ({info['cores']} cores), torch {info['torch']}, {info['threads']} threads, "
+        f"OMP_WAIT_POLICY={info['omp_wait_policy']}, Python {info['python']}",
+        *([f"- peers: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in info["peers"].items())] if peers else []),
+        f"- commit: `{info['commit']}`" + (" (with uncommitted changes to contrastive/)" if info["dirty"] else ""),
+        f"- load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}",
+    ]
+
+
+def write_report(output: str, report: dict, render) -> None:  # noqa: ANN001
+    """Write ``<output>.json`` and ``<output>.md`` (``render(report)``) and say so."""
+    Path(output + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(output + ".md").write_text(render(report))
+    print(f"wrote {output}.json and .md")
+
+
 def markdown(report: dict) -> str:
     """Render the report as markdown tables (one per family) with the machine above them."""
     info, rates = report["machine"], report["rates"]
-    load = report["load_average"]
     lines = [
         "# Contrastive losses, forward+backward, D=128, fp32, CPU",
         "",
-        f"- CPU: {info['cpu']} ({info['cores']} cores), torch {info['torch']}, {info['threads']} threads, "
-        f"OMP_WAIT_POLICY={info['omp_wait_policy']}, Python {info['python']}",
-        f"- peers: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in info["peers"].items()),
-        f"- commit: `{info['commit']}`" + (" (with uncommitted changes to contrastive/)" if info["dirty"] else ""),
-        f"- load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}",
+        *machine_lines(report),
         f"- measured rates: {rates['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s fp32 matmul, "
         f"{rates['exp_per_s'] / 1e9:.2f} G exp/s",
         f"- time: median of rounds in a shuffled order (an implementation slower than ~{CELL_BUDGET:.0f} s / rounds "
@@ -462,9 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(cell), flush=True)
     report = {"machine": info, "rates": rates, "load_average": [start_load, os.getloadavg()[0]],
               "timing": timing, "memory": memory}
-    Path(args.output + ".json").write_text(json.dumps(report, indent=2) + "\n")
-    Path(args.output + ".md").write_text(markdown(report))
-    print(f"wrote {args.output}.json and .md")
+    write_report(args.output, report, markdown)
     return 0
 
 
