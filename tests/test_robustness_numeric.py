@@ -174,3 +174,31 @@ def test_the_spectral_norm_clip_caps_rows_of_any_finite_norm(dtype: torch.dtype,
     found = cl.functional.spectral(*big, mu=1.0)
     expected = cl.functional.spectral(*(b.double() for b in big), mu=1.0)
     torch.testing.assert_close(found.double(), expected, rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_unit_rows_equals_the_autograd_normalisation_and_keeps_only_the_rows_and_their_norms(
+    dtype: torch.dtype,
+) -> None:
+    """``unit_rows``' written-out backward against ``F.normalize`` in float64 (a zero row stays zero with
+    a zero gradient), and its graph saves the unit rows and one inverse norm per row, nothing else."""
+    from contrastive.functional import unit_rows
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    x[3] = 0.0
+    grad = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    ref = x.clone().requires_grad_()
+    expected = torch.nn.functional.normalize(ref, dim=1)
+    (expected_grad,) = torch.autograd.grad(expected, ref, grad)
+    leaf = x.to(dtype).requires_grad_()
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = unit_rows(leaf, torch.float64)
+    (got_grad,) = torch.autograd.grad(out, leaf, grad)
+    tolerance = {"atol": 1e-12} if dtype == torch.float64 else {"atol": 2e-3 if dtype == torch.float16 else 1e-6}
+    torch.testing.assert_close(out, expected.detach(), rtol=0, **tolerance)
+    rows = [0, 1, 2, 4, 5, 6]  # F.normalize gives the zero row a gradient of 1/eps, unit_rows none
+    torch.testing.assert_close(got_grad.double()[rows], expected_grad[rows], rtol=0, **tolerance)
+    assert got_grad.dtype == dtype and got_grad[3].abs().sum() == 0
+    assert sorted(t.numel() for t in saved) == [7, 35]

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from contrastive._validation import check_choice, check_embeddings, check_temperature, check_unit_interval
 from contrastive.distributed import (
@@ -297,9 +296,42 @@ def unit_rows(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     rows of norm above ~1.8e19, fp16 above 65,504) nor underflows, and the division runs in the
     accumulation dtype (fp16's ``eps`` would otherwise underflow and make a zero row NaN). A
     zero row has no direction: it stays zero and gets a zero gradient. The result has ``dtype``
-    (default: ``x``'s).
+    (default: ``x``'s). The backward is written out, ``(g - u<u, g>) / ‖x‖``, so the graph keeps
+    the unit rows and one inverse norm per row, not the steps of the division.
     """
-    return F.normalize(_peak_scaled(x)[1], dim=1).to(x.dtype if dtype is None else dtype)
+    return UnitRows.apply(x, x.dtype if dtype is None else dtype)
+
+
+def unit_with_inverse_norms(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Return the unit rows of ``x`` and each row's ``1/‖x_i‖`` (0 for a zero row), without overflow (no autograd)."""
+    peak = x.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(x.dtype).tiny)  # faster than the inf-norm
+    u = x / peak
+    norm = torch.linalg.vector_norm(u, dim=1, keepdim=True).clamp_min_(1e-12)
+    inverse = (peak * norm).reciprocal_().nan_to_num_(posinf=0.0)  # zero rows: 1/(tiny·eps) = inf -> 0
+    return u.div_(norm), inverse
+
+
+def unit_rows_backward(grad: Tensor, u: Tensor, inverse: Tensor) -> Tensor:
+    """The gradient with respect to the rows before :func:`unit_with_inverse_norms`: ``(g - u<u, g>) / ‖x‖`` (in place)."""
+    return grad.addcmul_(u, (u * grad).sum(dim=1, keepdim=True), value=-1.0).mul_(inverse)
+
+
+class UnitRows(torch.autograd.Function):
+    """:func:`unit_rows` as one autograd Function: ``forward(x, dtype)`` saves the unit rows and ``1/‖x_i‖``."""
+
+    @staticmethod
+    def forward(ctx, x, dtype):  # type: ignore[override]  # noqa: ANN001, ANN205
+        """Normalise in the accumulation dtype and return the rows in ``dtype``."""
+        u, inverse = unit_with_inverse_norms(x.detach().to(compute_dtype(x.dtype)))
+        ctx.save_for_backward(u, inverse)
+        ctx.x_dtype = x.dtype
+        return u.to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]  # noqa: ANN001, ANN205
+        """``(g - u<u, g>) / ‖x‖`` on a copy of the incoming gradient, in the input's dtype."""
+        u, inverse = ctx.saved_tensors
+        return unit_rows_backward(grad.to(u.dtype, copy=True), u, inverse).to(ctx.x_dtype), None
 
 
 def row_norms(x: Tensor) -> Tensor:

@@ -35,7 +35,13 @@ from contrastive.engine.explog import LN2, LOG2E, log
 from contrastive.engine.reference import compute_dtype
 from contrastive.engine.stats import label_groups
 from contrastive.engine.tiles import direct_is_safe
-from contrastive.losses.base import EngineOptions, check_some_valid, is_uniform
+from contrastive.losses.base import (
+    EngineOptions,
+    check_some_valid,
+    is_uniform,
+    unit_rows_backward,
+    unit_with_inverse_norms,
+)
 
 Tensor = torch.Tensor
 T = TypeVar("T")
@@ -153,20 +159,6 @@ def fused_clip_loss(image: Tensor, text: Tensor, labels: Tensor | None, logit_sc
     return FusedDual.apply(image, text, labels, inv_tau, weights, options.normalize, direct)
 
 
-def _unit(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Return the unit rows of ``x`` and each row's ``1/‖x_i‖`` (0 for a zero row), without overflow."""
-    peak = x.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(x.dtype).tiny)  # faster than the inf-norm
-    u = x / peak
-    norm = torch.linalg.vector_norm(u, dim=1, keepdim=True).clamp_min_(1e-12)
-    inverse = (peak * norm).reciprocal_().nan_to_num_(posinf=0.0)  # zero rows: 1/(tiny·eps) = inf -> 0
-    return u.div_(norm), inverse
-
-
-def _unit_backward(grad: Tensor, z: Tensor, inverse: Tensor) -> Tensor:
-    """The gradient with respect to the rows before :func:`_unit`: ``(g - z<z, g>) / ‖x‖`` (in place)."""
-    return grad.addcmul_(z, (z * grad).sum(dim=1, keepdim=True), value=-1.0).mul_(inverse)
-
-
 def _symmetrised(g: Tensor) -> Tensor:
     """Return ``g + gᵀ`` (a new tensor): the transpose copied first, which torch blocks (2-3x faster than ``g + g.T``)."""
     return g.T.contiguous().add_(g)
@@ -175,7 +167,7 @@ def _symmetrised(g: Tensor) -> Tensor:
 def _prepare(x: Tensor, normalize: bool) -> tuple[Tensor, Tensor | None]:
     """The rows in the accumulation dtype, unit-norm when ``normalize`` (with their inverse norms)."""
     xc = x.to(compute_dtype(x.dtype))
-    return _unit(xc) if normalize else (xc, None)
+    return unit_with_inverse_norms(xc) if normalize else (xc, None)
 
 
 def _anchor_weights(weights: Tensor | None, valid: Tensor | None, repeats: int, dtype: torch.dtype
@@ -341,7 +333,7 @@ class FusedMultiview(torch.autograd.Function):
         gz.mul_(grad * (inv_tau_f if inv_tau_t is None else inv_tau_t))
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = (gz if inverse is None else _unit_backward(gz, z, inverse)).to(x_dtype)
+            grad_x = (gz if inverse is None else unit_rows_backward(gz, z, inverse)).to(x_dtype)
         return grad_x, None, grad_tau, None, None, None, None
 
 
@@ -414,6 +406,6 @@ class FusedDual(torch.autograd.Function):
         gz.mul_(grad * (inv_tau_f if inv_tau_t is None else inv_tau_t))
         grad_x = grad_y = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            gz = (gz if inverse is None else _unit_backward(gz, z, inverse)).to(x_dtype)
+            gz = (gz if inverse is None else unit_rows_backward(gz, z, inverse)).to(x_dtype)
             grad_x, grad_y = gz[:batch], gz[batch:]
         return grad_x, grad_y, None, grad_tau, None, None, None

@@ -32,13 +32,12 @@ from contrastive.engine.explog import LN2, log
 from contrastive.engine.reference import compute_dtype
 from contrastive.engine.stats import LabelStructure
 from contrastive.engine.tiles import direct_is_safe
-from contrastive.losses.base import EngineOptions, is_uniform
+from contrastive.losses.base import EngineOptions, is_uniform, unit_rows_backward
 from contrastive.losses.fused import (
     _inverse_temperature,
     _log2_similarities,
     _prepare,
     _symmetrised,
-    _unit_backward,
     fused_size_fits,
     on_one_thread,
     same_labels,
@@ -190,5 +189,5 @@ class FusedMultiviewStats(torch.autograd.Function):
             g.addcmul_(positive, h[:, None]).addcmul_(same, k[:, None])
         gz = torch.mm(_symmetrised(g), z)
         gz.mul_(inv_tau)
-        grad_x = _unit_backward(gz, z, inverse).to(x_dtype) if ctx.needs_input_grad[0] else None
+        grad_x = unit_rows_backward(gz, z, inverse).to(x_dtype) if ctx.needs_input_grad[0] else None
         return grad_x, None, None, None, None
