@@ -38,3 +38,16 @@ def test_the_materialised_peers_equal_our_losses() -> None:
     assert torch.allclose(bench.materialised_supcon(z1, z2, y), cl.get_loss("supcon")(z1, z2, labels=y), atol=1e-5)
     hard = cl.get_loss("nt_xent", sampler=cl.get_sampler("hard", beta=1.0, tau_plus=0.1))
     assert torch.allclose(bench.materialised_hard(z1, z2), hard(z1, z2), atol=1e-5)
+
+
+def test_the_table_gives_the_time_of_ours_at_sizes_measured_only_by_a_memory_cell() -> None:
+    spec = importlib.util.spec_from_file_location("bench_losses", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = json.loads((SCRIPT.parent / "results" / "losses.json").read_text())
+    report["memory"] = [m for m in report["memory"] if m["size"] != 262144]  # one large size left
+    text = bench.markdown(report)
+    large = next(m for m in report["memory"] if m["size"] == 65536)
+    bound = bench.bound_seconds("nt_xent", 65536, report["rates"])
+    assert f"| 65,536 | ours | {large['seconds_single']:,.1f} | {bound:,.1f} |" in text
+    assert "| 16,384 | ours |" not in text  # a timed size keeps its row in the timing table only
