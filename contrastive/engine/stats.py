@@ -97,17 +97,20 @@ class LabelStructure:
     ``candidate_labels=None``: the anchors against themselves (every own column is a positive's place).
     """
 
-    def __init__(self, a_ids: Tensor, c_ids: Tensor, self_positive: Tensor | None, symmetric: bool) -> None:
-        """Hold the ids and which anchors have their own column among the candidates' positives."""
+    def __init__(self, a_ids: Tensor, c_ids: Tensor, self_positive: Tensor | None, symmetric: bool,
+                 sizes: Tensor | None = None) -> None:
+        """Hold the ids, which anchors have their own column among the candidates' positives and, when
+        known (the symmetric problem), each anchor's label group size."""
         self.a_ids, self.c_ids, self.self_positive, self.symmetric = a_ids, c_ids, self_positive, symmetric
+        self.sizes = sizes
 
     @classmethod
     def of(cls, anchor_labels: Tensor, candidate_labels: Tensor | None, anchor_index: Tensor | None
            ) -> LabelStructure:
         """Build the structure of a problem (``candidate_labels=None``: symmetric)."""
         if candidate_labels is None:
-            (ids,) = label_ids(anchor_labels)
-            return cls(ids, ids, None, True)
+            ids, sizes = label_groups(anchor_labels)
+            return cls(ids, ids, None, True, sizes)
         a_ids, c_ids = label_ids(anchor_labels, candidate_labels)
         own = None if anchor_index is None else self_is_positive(anchor_labels, candidate_labels, anchor_index)
         return cls(a_ids, c_ids, own, False)
@@ -141,7 +144,7 @@ class LabelStructure:
 
     def counts(self) -> tuple[Tensor, Tensor]:
         """Return ``(pos_count, neg_count)``."""
-        same = self.per_label(torch.ones_like(self.c_ids))[self.a_ids]
+        same = self.per_label(torch.ones_like(self.c_ids))[self.a_ids] if self.sizes is None else self.sizes
         pos = same - 1 if self.symmetric else same
         if self.self_positive is not None:
             pos = pos - self.self_positive.long()
